@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+import { Command } from "commander";
+import { VERSION } from "../common/version.js";
+import { runtimeCommand } from "../runtime/main.js";
+import { makeTestModelCommand } from "../common/testmodels/command.js";
+
+const program = new Command("corral")
+  .description("Corral: Kubernetes-native LLM serving (operator, router and node-llama-cpp runtime)")
+  .version(VERSION)
+  .addCommand(runtimeCommand())
+  .addCommand(makeTestModelCommand());
+
+await program.parseAsync(process.argv);

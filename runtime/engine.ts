@@ -1,0 +1,252 @@
+import {
+  getLlama,
+  LlamaCompletion,
+  LlamaLogLevel,
+  LlamaText,
+  resolveChatWrapper,
+  type ChatHistoryItem,
+  type ChatWrapper,
+  type Llama,
+  type LlamaContext,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
+import type { Logger } from "../common/logger.js";
+import { payloadTooLarge } from "../common/errors.js";
+import type { FinishReason } from "../common/api.js";
+import { SlotPool } from "./slots.js";
+import type { SamplingPlan } from "./sampling.js";
+
+export type GpuChoice = "auto" | "cuda" | "vulkan" | "off";
+
+export interface EngineOptions {
+  modelPath: string;
+  parallel: number;
+  /** Context tokens per sequence; undefined = min(model's, 4096). */
+  contextSize?: number;
+  batchSize?: number;
+  threads: number;
+  gpu: GpuChoice;
+  gpuLayers: "auto" | "max" | number;
+  maxQueue: number;
+  logger: Logger;
+  onLoadProgress?: (fraction: number) => void;
+}
+
+export interface ChatTurn {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+/** A prompt ready to run: its tokens (without the BOS the completion adds) and any stop triggers. */
+export interface PreparedPrompt {
+  tokens: Token[];
+  /** Tokens the model will see, BOS included: what `usage.prompt_tokens` reports. */
+  promptTokens: number;
+  stopTriggers: readonly (LlamaText | string)[];
+}
+
+export interface GenerationResult {
+  text: string;
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+  /** Seconds from the start of the call to the first generated token. */
+  timeToFirstTokenSeconds?: number;
+  /** Seconds spent generating after the first token. */
+  decodeSeconds: number;
+  aborted: boolean;
+}
+
+export interface GenerationHooks {
+  signal?: AbortSignal;
+  onText?: (text: string) => void;
+  /** Called once a sequence is assigned (the request left the queue). */
+  onStart?: () => void;
+}
+
+interface Slot {
+  index: number;
+  completion: LlamaCompletion;
+}
+
+const DEFAULT_CONTEXT = 4096;
+
+/**
+ * One model, one context with N parallel sequences: concurrent requests are decoded together in
+ * the same batch. Requests beyond N wait in the slot pool's bounded queue.
+ */
+export class Engine {
+  private constructor(
+    readonly llama: Llama,
+    readonly model: LlamaModel,
+    readonly context: LlamaContext,
+    private readonly pool: SlotPool<Slot>,
+    private readonly slots: readonly Slot[],
+    private readonly chatWrapper: ChatWrapper,
+    readonly threads: number,
+    private readonly bosToken: Token | null,
+  ) {}
+
+  static async load(options: EngineOptions): Promise<Engine> {
+    const log = options.logger;
+    const llama = await getLlama({
+      gpu: options.gpu === "off" ? false : options.gpu,
+      build: "never",
+      maxThreads: options.threads,
+      logLevel: LlamaLogLevel.warn,
+      logger: (level, message) => {
+        const text = message.trim();
+        if (!text) return;
+        if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) log.error({ source: "llama.cpp" }, text);
+        else if (level === LlamaLogLevel.warn) log.warn({ source: "llama.cpp" }, text);
+        else log.debug({ source: "llama.cpp" }, text);
+      },
+    });
+    const model = await llama.loadModel({
+      modelPath: options.modelPath,
+      gpuLayers: options.gpu === "off" ? 0 : options.gpuLayers,
+      onLoadProgress: options.onLoadProgress,
+    });
+    const trained = model.trainContextSize;
+    const contextSize = Math.min(options.contextSize ?? DEFAULT_CONTEXT, trained > 0 ? trained : Number.MAX_SAFE_INTEGER);
+    const context = await model.createContext({
+      sequences: options.parallel,
+      contextSize,
+      batchSize: options.batchSize ?? Math.min(512, contextSize * options.parallel),
+      threads: options.threads,
+      flashAttention: "auto",
+      failedCreationRemedy: false,
+    });
+    const slots: Slot[] = [];
+    for (let index = 0; index < options.parallel; index++) {
+      slots.push({ index, completion: new LlamaCompletion({ contextSequence: context.getSequence() }) });
+    }
+    const chatWrapper = resolveChatWrapper(model);
+    const bos = model.tokens.shouldPrependBosToken ? model.tokens.bos : null;
+    return new Engine(llama, model, context, new SlotPool(slots, options.maxQueue), slots, chatWrapper, options.threads, bos);
+  }
+
+  get contextSize(): number {
+    return this.context.contextSize;
+  }
+
+  get parallel(): number {
+    return this.slots.length;
+  }
+
+  get slotsBusy(): number {
+    return this.pool.busy;
+  }
+
+  get queueDepth(): number {
+    return this.pool.queued;
+  }
+
+  get chatTemplateName(): string {
+    return this.chatWrapper.wrapperName;
+  }
+
+  canAdmit(count: number): boolean {
+    return this.pool.canAdmit(count);
+  }
+
+  /** Tokenizes a plain prompt and checks that it leaves room to generate. */
+  preparePrompt(prompt: string): PreparedPrompt {
+    const tokens = this.model.tokenize(prompt, false, this.bosToken === null ? undefined : "trimLeadingSpace");
+    return this.checkFits({ tokens, promptTokens: tokens.length + (this.bosToken === null ? 0 : 1), stopTriggers: [] });
+  }
+
+  /** Renders messages with the model's own chat template. */
+  prepareChat(messages: readonly ChatTurn[]): PreparedPrompt {
+    const history: ChatHistoryItem[] = messages.map((message) => {
+      if (message.role === "system") return { type: "system", text: message.content };
+      if (message.role === "user") return { type: "user", text: message.content };
+      return { type: "model", response: [message.content] };
+    });
+    history.push({ type: "model", response: [] });
+    const state = this.chatWrapper.generateContextState({ chatHistory: history });
+    let tokens = state.contextText.tokenize(this.model.tokenizer);
+    // The completion prepends BOS itself; a template that renders one would double it.
+    if (this.bosToken !== null && tokens[0] === this.bosToken) tokens = tokens.slice(1);
+    return this.checkFits({
+      tokens,
+      promptTokens: tokens.length + (this.bosToken === null ? 0 : 1),
+      stopTriggers: state.stopGenerationTriggers.map((trigger) => LlamaText(trigger)),
+    });
+  }
+
+  private checkFits(prepared: PreparedPrompt): PreparedPrompt {
+    if (prepared.promptTokens >= this.contextSize) {
+      throw payloadTooLarge(
+        `prompt is ${prepared.promptTokens} tokens; the context holds ${this.contextSize} per sequence, so nothing is left to generate`,
+      );
+    }
+    return prepared;
+  }
+
+  tokensLeft(prepared: PreparedPrompt): number {
+    return this.contextSize - prepared.promptTokens;
+  }
+
+  /** Runs one generation on a free sequence (waiting in the queue if needed). */
+  async generate(prepared: PreparedPrompt, plan: SamplingPlan, hooks: GenerationHooks = {}, admitted = false): Promise<GenerationResult> {
+    const started = performance.now();
+    const slot = admitted ? await this.pool.acquireAdmitted(hooks.signal) : await this.pool.acquire(hooks.signal);
+    try {
+      hooks.onStart?.();
+      return await this.run(slot, prepared, plan, hooks, started);
+    } finally {
+      this.pool.release(slot);
+    }
+  }
+
+  private async run(slot: Slot, prepared: PreparedPrompt, plan: SamplingPlan, hooks: GenerationHooks, started: number): Promise<GenerationResult> {
+    let completionTokens = 0;
+    let firstTokenAt: number | undefined;
+    const penalize = plan.repetitionPenalty !== 1 || plan.presencePenalty !== 0 || plan.frequencyPenalty !== 0;
+    const stopTriggers = [...prepared.stopTriggers, ...plan.stop.filter((s) => s.length > 0)];
+    const response = await slot.completion.generateCompletionWithMeta(prepared.tokens, {
+      maxTokens: plan.maxTokens,
+      temperature: plan.temperature,
+      topK: plan.topK,
+      topP: plan.topP,
+      seed: plan.seed,
+      repeatPenalty: penalize
+        ? { penalty: plan.repetitionPenalty, presencePenalty: plan.presencePenalty, frequencyPenalty: plan.frequencyPenalty, lastTokens: 64 }
+        : false,
+      customStopTriggers: stopTriggers.length > 0 ? stopTriggers : undefined,
+      disableContextShift: true,
+      signal: hooks.signal,
+      stopOnAbortSignal: true,
+      onToken: (tokens) => {
+        if (firstTokenAt === undefined) firstTokenAt = performance.now();
+        completionTokens += tokens.length;
+      },
+      onTextChunk: hooks.onText,
+    });
+    const ended = performance.now();
+    const stopReason = response.metadata.stopReason;
+    return {
+      text: response.response,
+      finishReason: stopReason === "maxTokens" ? "length" : "stop",
+      promptTokens: prepared.promptTokens,
+      completionTokens,
+      timeToFirstTokenSeconds: firstTokenAt === undefined ? undefined : (firstTokenAt - started) / 1000,
+      decodeSeconds: firstTokenAt === undefined ? 0 : (ended - firstTokenAt) / 1000,
+      aborted: stopReason === "abort",
+    };
+  }
+
+  /** Stops admitting work; requests still waiting get 503. */
+  stopAdmitting(reason: string): void {
+    this.pool.close(reason);
+  }
+
+  async dispose(): Promise<void> {
+    for (const slot of this.slots) slot.completion.dispose({ disposeSequence: true });
+    await this.context.dispose();
+    await this.model.dispose();
+    await this.llama.dispose();
+  }
+}

@@ -1,0 +1,23 @@
+import { Command } from "commander";
+import { addSettings, settingsFromOptions } from "../common/config.js";
+import { runProcess } from "../common/process.js";
+import { RUNTIME_SETTINGS, runtimeConfig } from "./config.js";
+import { run } from "./run.js";
+
+/** `corral runtime`: one model, served over HTTP. */
+export function runtimeCommand(): Command {
+  const command = new Command("runtime").description("serve one GGUF model over HTTP (the process in each model pod)");
+  addSettings(command, RUNTIME_SETTINGS);
+  command.action(async (options: Record<string, unknown>) => {
+    await runProcess(async () => {
+      const config = runtimeConfig(settingsFromOptions(options, RUNTIME_SETTINGS));
+      const handle = await run(config);
+      handle.loaded.catch((error: unknown) => {
+        handle.logger.fatal({ reason: (error as Error).message }, "model could not be loaded");
+        process.exit(1);
+      });
+      return handle.drain;
+    });
+  });
+  return command;
+}

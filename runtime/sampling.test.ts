@@ -1,0 +1,39 @@
+import { describe, expect, it } from "vitest";
+import { SEED_DEFAULTS } from "../common/api.js";
+import { ConfigError } from "../common/errors.js";
+import { parseDefaults, planSampling } from "./sampling.js";
+
+describe("planSampling", () => {
+  it("uses the seed defaults for everything left out", () => {
+    const plan = planSampling({}, { ...SEED_DEFAULTS }, 100_000);
+    expect(plan).toMatchObject({ maxTokens: 8192, temperature: 0.7, topP: 0.9, topK: 80, repetitionPenalty: 1.15 });
+  });
+
+  it("is greedy when do_sample is false, whatever the temperature", () => {
+    expect(planSampling({ do_sample: false, temperature: 1.5 }, { ...SEED_DEFAULTS }, 100).temperature).toBe(0);
+  });
+
+  it("clamps max_length to what the context leaves", () => {
+    expect(planSampling({ max_length: 16384 }, { ...SEED_DEFAULTS }, 300).maxTokens).toBe(300);
+    expect(planSampling({ max_length: 5 }, { ...SEED_DEFAULTS }, 300).maxTokens).toBe(5);
+  });
+
+  it("treats null as absent", () => {
+    expect(planSampling({ max_length: null, temperature: null }, { ...SEED_DEFAULTS }, 10_000)).toMatchObject({ maxTokens: 8192, temperature: 0.7 });
+  });
+});
+
+describe("parseDefaults", () => {
+  it("overrides the seed's defaults per model", () => {
+    expect(parseDefaults('{"temperature":0.2,"max_length":256}')).toEqual({ ...SEED_DEFAULTS, temperature: 0.2, max_length: 256 });
+  });
+
+  it.each([
+    ["not json", "{", /not valid JSON/],
+    ["out of range", '{"top_p": 2}', /top_p: must be <= 1/],
+    ["unknown key", '{"temprature": 1}', /defaults/],
+  ])("rejects %s with a message naming the problem", (_name, json, message) => {
+    expect(() => parseDefaults(json)).toThrow(ConfigError);
+    expect(() => parseDefaults(json)).toThrow(message);
+  });
+});
