@@ -8,6 +8,7 @@ import {
   type ChatWrapper,
   type Llama,
   type LlamaContext,
+  type LlamaContextSequence,
   type LlamaModel,
   type Token,
 } from "node-llama-cpp";
@@ -67,6 +68,7 @@ export interface GenerationHooks {
 
 interface Slot {
   index: number;
+  sequence: LlamaContextSequence;
   completion: LlamaCompletion;
 }
 
@@ -120,7 +122,8 @@ export class Engine {
     });
     const slots: Slot[] = [];
     for (let index = 0; index < options.parallel; index++) {
-      slots.push({ index, completion: new LlamaCompletion({ contextSequence: context.getSequence() }) });
+      const sequence = context.getSequence();
+      slots.push({ index, sequence, completion: new LlamaCompletion({ contextSequence: sequence }) });
     }
     const chatWrapper = resolveChatWrapper(model);
     const bos = model.tokens.shouldPrependBosToken ? model.tokens.bos : null;
@@ -202,7 +205,7 @@ export class Engine {
   }
 
   private async run(slot: Slot, prepared: PreparedPrompt, plan: SamplingPlan, hooks: GenerationHooks, started: number): Promise<GenerationResult> {
-    let completionTokens = 0;
+    let reportedTokens = 0;
     let firstTokenAt: number | undefined;
     const penalize = plan.repetitionPenalty !== 1 || plan.presencePenalty !== 0 || plan.frequencyPenalty !== 0;
     const stopTriggers = [...prepared.stopTriggers, ...plan.stop.filter((s) => s.length > 0)];
@@ -221,12 +224,18 @@ export class Engine {
       stopOnAbortSignal: true,
       onToken: (tokens) => {
         if (firstTokenAt === undefined) firstTokenAt = performance.now();
-        completionTokens += tokens.length;
+        reportedTokens += tokens.length;
       },
       onTextChunk: hooks.onText,
     });
     const ended = performance.now();
     const stopReason = response.metadata.stopReason;
+    // Usage counts every sampled token, the end-of-generation one included (as llama-server and
+    // vLLM do). onToken under-reports (it holds back half UTF-8 characters and skips end
+    // tokens), so count what the sequence evaluated: every sampled token but the last one is fed
+    // back into it.
+    const evaluated = slot.sequence.nextTokenIndex - prepared.promptTokens;
+    const completionTokens = evaluated >= 0 ? Math.max(reportedTokens, evaluated + 1) : reportedTokens;
     return {
       text: response.response,
       finishReason: stopReason === "maxTokens" ? "length" : "stop",

@@ -23,8 +23,8 @@ describe("runtime API on the successor model", () => {
     const body = (await response.json()) as any;
     expect(body.response).toBe("stuvwxyz");
     expect(body.finish_reason).toBe("stop");
-    expect(body.usage.completion_tokens).toBe(8);
-    expect(body.usage.total_tokens).toBe(body.usage.prompt_tokens + 8);
+    expect(body.usage.completion_tokens).toBe(9); // eight letters and the end token
+    expect(body.usage.total_tokens).toBe(body.usage.prompt_tokens + 9);
     expect(body.usage.prompt_tokens).toBeGreaterThanOrEqual(9);
   });
 
@@ -60,7 +60,7 @@ describe("runtime API on the successor model", () => {
     const body = (await response.json()) as any;
     // The template ends with "<|im_start|>assistant\n": a non-letter, so the model starts at "a".
     expect(body.choices).toEqual([{ message: { role: "assistant", content: "abcdefghijklmnopqrstuvwxyz" }, finish_reason: "stop" }]);
-    expect(body.usage.completion_tokens).toBe(26);
+    expect(body.usage.completion_tokens).toBe(27);
     const streamed = await readSse(await postJson(`${url}/chat`, { messages: [{ role: "user", content: "hi" }], stream: true }));
     expect(streamedText(streamed.events)).toBe("abcdefghijklmnopqrstuvwxyz");
   });
@@ -70,7 +70,7 @@ describe("runtime API on the successor model", () => {
     expect(response.status).toBe(200);
     const body = (await response.json()) as any;
     expect(body.responses).toEqual(["stuvwxyz", "xyz", "z", "stuvwxyz"]);
-    expect(body.usage.completion_tokens).toBe(8 + 3 + 1 + 8);
+    expect(body.usage.completion_tokens).toBe(9 + 4 + 2 + 9);
   });
 
   it("serves the OpenAI API to the official client, plain and streamed", async () => {
@@ -84,7 +84,7 @@ describe("runtime API on the successor model", () => {
     const chat = await client.chat.completions.create({ model: "acme/successor", messages: [{ role: "user", content: "hi" }] });
     expect(chat.choices[0]?.message).toMatchObject({ role: "assistant", content: "abcdefghijklmnopqrstuvwxyz" });
     expect(chat.choices[0]?.finish_reason).toBe("stop");
-    expect(chat.usage?.completion_tokens).toBe(26);
+    expect(chat.usage?.completion_tokens).toBe(27);
 
     const stream = await client.chat.completions.create({
       model: "acme/successor",
@@ -102,7 +102,7 @@ describe("runtime API on the successor model", () => {
     }
     expect(text).toBe("abcdefghijklmnopqrstuvwxyz");
     expect(finish).toBe("stop");
-    expect(usage?.completion_tokens).toBe(26);
+    expect(usage?.completion_tokens).toBe(27);
 
     const streamedCompletion = await client.completions.create({ model: "x", prompt: "Hello wor", stream: true, max_tokens: 100 });
     let completionText = "";
