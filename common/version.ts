@@ -1,16 +1,5 @@
 import { readFileSync } from "node:fs";
+import { packagePath } from "./package-root.js";
 
-/** The package version, read once from package.json (two levels up from dist/common or common). */
-function readVersion(): string {
-  for (const candidate of ["../package.json", "../../package.json"]) {
-    try {
-      const parsed = JSON.parse(readFileSync(new URL(candidate, import.meta.url), "utf8")) as { name?: string; version?: string };
-      if (parsed.name === "corral" && parsed.version) return parsed.version;
-    } catch {
-      // try the next location
-    }
-  }
-  return "0.0.0";
-}
-
-export const VERSION = readVersion();
+/** The package version, read once from package.json. */
+export const VERSION = (JSON.parse(readFileSync(packagePath("package.json"), "utf8")) as { version: string }).version;

@@ -2,13 +2,13 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { createServer } from "node:net";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { PACKAGE_ROOT } from "../../common/package-root.js";
 import { pino } from "pino";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { runtimeConfig } from "../../runtime/config.js";
 import { run, type RuntimeHandle } from "../../runtime/run.js";
 
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const REPO_ROOT = PACKAGE_ROOT;
 export const CLI = path.join(REPO_ROOT, "dist/bin/corral.js");
 
 /** Starts a runtime in this process through the same run() as `corral runtime`, and waits until it is ready. */

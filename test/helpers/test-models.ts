@@ -4,8 +4,8 @@
 import { randomUUID } from "node:crypto";
 import { mkdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { readGguf } from "../../common/gguf/reader.js";
+import { PACKAGE_ROOT } from "../../common/package-root.js";
 import {
   TEST_MODEL_VERSION,
   TEST_MODEL_VERSION_KEY,
@@ -15,7 +15,7 @@ import {
   type TestModelType,
 } from "../../common/testmodels/make.js";
 
-export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+export const REPO_ROOT = PACKAGE_ROOT;
 export const TEST_MODEL_DIR = path.join(REPO_ROOT, ".cache", "test-models");
 
 export function testModelPath(kind: TestModelKind, type: TestModelType = defaultTestModelType(kind)): string {

@@ -1,0 +1,92 @@
+/** Small helpers shared by the benchmarks: statistics and markdown tables. */
+
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank]!;
+}
+
+export const median = (values: readonly number[]) => percentile(values, 50);
+
+export function table(headers: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
+  const line = (cells: readonly (string | number)[]) => `| ${cells.join(" | ")} |`;
+  return [line(headers), line(headers.map(() => "---")), ...rows.map(line)].join("\n");
+}
+
+export const fixed = (value: number, digits = 1) => (Number.isFinite(value) ? value.toFixed(digits) : "n/a");
+
+/** Runs `work` from `concurrency` workers until `total` calls are done; returns wall seconds. */
+export async function runConcurrently(concurrency: number, total: number, work: (index: number) => Promise<void>): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (;;) {
+        const index = next++;
+        if (index >= total) return;
+        await work(index);
+      }
+    }),
+  );
+  return (performance.now() - started) / 1000;
+}
+
+export function argValue(name: string, fallback: string): string {
+  const index = process.argv.indexOf(`--${name}`);
+  return index >= 0 && process.argv[index + 1] ? process.argv[index + 1]! : fallback;
+}
+
+import http from "node:http";
+
+export interface TimedResponse {
+  status: number;
+  body: string;
+  /** Milliseconds from sending to the first body byte, and to the end. */
+  firstByteMs: number;
+  totalMs: number;
+}
+
+/**
+ * A lean keep-alive HTTP client for load generation: the client shares the machine with the
+ * server, so it must cost as little as possible (fetch costs noticeably more per request).
+ */
+export class BenchClient {
+  readonly agent: http.Agent;
+  constructor(
+    private readonly base: string,
+    maxSockets: number,
+  ) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets });
+  }
+
+  post(path: string, body: unknown): Promise<TimedResponse> {
+    const payload = Buffer.from(JSON.stringify(body));
+    const url = new URL(path, this.base);
+    return new Promise((resolve, reject) => {
+      const started = performance.now();
+      let firstByteMs = -1;
+      const request = http.request(
+        url,
+        { method: "POST", agent: this.agent, headers: { "content-type": "application/json", "content-length": payload.length } },
+        (response) => {
+          const chunks: Buffer[] = [];
+          response.on("data", (chunk: Buffer) => {
+            if (firstByteMs < 0) firstByteMs = performance.now() - started;
+            chunks.push(chunk);
+          });
+          response.on("end", () =>
+            resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString(), firstByteMs, totalMs: performance.now() - started }),
+          );
+          response.on("error", reject);
+        },
+      );
+      request.on("error", reject);
+      request.end(payload);
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
