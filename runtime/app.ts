@@ -56,10 +56,7 @@ function usageOf(result: { promptTokens: number; completionTokens: number }): Us
 /** The runtime's HTTP API as a fastify plugin; `run.ts` builds the server and listens. */
 export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<void> {
   const { state, metrics } = options;
-  const activeRequests = new Set<AbortController>();
-  app.decorate("abortAllGenerations", () => {
-    for (const controller of activeRequests) controller.abort(new Error("runtime is shutting down"));
-  });
+  const activeRequests = state.activeRequests;
 
   app.addHook("onRequest", async (request, reply) => {
     if (state.phase === "draining" && request.method === "POST") {
@@ -434,8 +431,3 @@ function openAiSampling(body: OpenAiSamplingBody, defaultMaxTokens?: number): Sa
   };
 }
 
-declare module "fastify" {
-  interface FastifyInstance {
-    abortAllGenerations(): void;
-  }
-}

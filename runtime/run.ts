@@ -116,7 +116,7 @@ export async function run(config: RuntimeConfig, options: { logger?: Logger } = 
     if (state.inFlight > 0) {
       log.warn({ inFlight: state.inFlight }, "drain deadline passed; aborting what is left");
       state.engine?.stopAdmitting("runtime is shutting down");
-      app.abortAllGenerations();
+      state.abortAll("runtime is shutting down");
       await Promise.race([state.idle(), new Promise((resolve) => setTimeout(resolve, 2000))]);
     }
     await app.close();

@@ -14,6 +14,8 @@ export class RuntimeState {
   failure: string | undefined;
   /** Generation requests accepted and not yet answered (queued ones included). */
   inFlight = 0;
+  /** One controller per request generating or queued; aborting one frees its sequence. */
+  readonly activeRequests = new Set<AbortController>();
   private idleWaiters: (() => void)[] = [];
 
   constructor(
@@ -34,6 +36,10 @@ export class RuntimeState {
   leave(): void {
     this.inFlight--;
     if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  abortAll(reason: string): void {
+    for (const controller of this.activeRequests) controller.abort(new Error(reason));
   }
 
   /** Resolves once nothing is in flight. */

@@ -84,4 +84,25 @@ describe("runtime process lifecycle", () => {
       runtime.child.kill("SIGKILL");
     }
   }, 120_000);
+
+  it("a stream cut short after its first chunk ends with the documented error event, then [DONE]", async () => {
+    const bench = await ensureTestModel("bench", "q8_0");
+    const runtime = await spawnRuntime(["--model", bench, "--parallel", "1", "--context-size", "1024", "--drain-seconds", "0.5"]);
+    try {
+      await waitFor(async () => (await fetch(`${runtime.url}/readyz`)).status === 200, "runtime ready", 60_000);
+      const response = await postJson(`${runtime.url}/generate`, { prompt: "Once upon a time", max_length: 900, stream: true });
+      expect(response.status).toBe(200);
+      const reading = readSse(response);
+      runtime.child.kill("SIGTERM");
+      const { events } = await reading;
+      const error = events.find((e) => e.event === "error");
+      expect(error).toBeDefined();
+      expect(JSON.parse(error!.data)).toEqual({ detail: "generation stopped: runtime is shutting down" });
+      expect(events.at(-1)?.data).toBe("[DONE]");
+      expect(events.at(-2)).toBe(error);
+      expect(await runtime.exit).toBe(0);
+    } finally {
+      runtime.child.kill("SIGKILL");
+    }
+  }, 120_000);
 });
