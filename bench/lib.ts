@@ -60,7 +60,21 @@ export class BenchClient {
     this.agent = new http.Agent({ keepAlive: true, maxSockets });
   }
 
-  post(path: string, body: unknown): Promise<TimedResponse> {
+  /**
+   * Some servers (llama-server after a stream) close a kept-alive connection without saying so;
+   * a request that dies on such a socket before any answer is sent again once.
+   */
+  async post(path: string, body: unknown): Promise<TimedResponse> {
+    try {
+      return await this.postOnce(path, body);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ECONNRESET" || code === "EPIPE") return this.postOnce(path, body, false);
+      throw error;
+    }
+  }
+
+  private postOnce(path: string, body: unknown, reuse = true): Promise<TimedResponse> {
     const payload = Buffer.from(JSON.stringify(body));
     const url = new URL(path, this.base);
     return new Promise((resolve, reject) => {
@@ -68,7 +82,7 @@ export class BenchClient {
       let firstByteMs = -1;
       const request = http.request(
         url,
-        { method: "POST", agent: this.agent, headers: { "content-type": "application/json", "content-length": payload.length } },
+        { method: "POST", agent: reuse ? this.agent : false, headers: { "content-type": "application/json", "content-length": payload.length } },
         (response) => {
           const chunks: Buffer[] = [];
           response.on("data", (chunk: Buffer) => {
@@ -89,4 +103,40 @@ export class BenchClient {
   close(): void {
     this.agent.destroy();
   }
+}
+
+import { spawn, type ChildProcess } from "node:child_process";
+
+export interface Server {
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** Starts a server process and waits until `readyPath` answers 200. */
+export async function startServer(command: string, args: string[], port: number, readyPath: string): Promise<Server> {
+  const child = spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${command} exited with ${child.exitCode}: ${stderr}`);
+    try {
+      if ((await fetch(`${url}${readyPath}`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${command} did not become ready: ${stderr}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    url,
+    child,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill("SIGTERM");
+      await new Promise((resolve) => child.once("exit", resolve));
+    },
+  };
 }

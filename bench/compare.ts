@@ -1,0 +1,121 @@
+/**
+ * `npm run bench:compare`: Corral's runtime against llama.cpp's own server (built from the same
+ * llama.cpp source that node-llama-cpp ships), same model file, threads, slots and context per
+ * slot, same OpenAI-style requests, alternating A/B/A/B so drift on a noisy machine cancels.
+ * Prints a markdown table with the Corral/llama-server ratio per row.
+ */
+import { ensureTestModel } from "../test/helpers/test-models.js";
+import { CLI, freePort } from "../test/helpers/runtime.js";
+import { argValue, BenchClient, fixed, median, runConcurrently, startServer, table, type Server } from "./lib.js";
+import { ensureLlamaServer } from "./llama-server.js";
+
+const ROUNDS = Number(argValue("rounds", "3"));
+const CONCURRENCIES = argValue("concurrency", "1,4,8").split(",").map(Number);
+const TYPES = argValue("types", "q8_0,f16").split(",") as ("q8_0" | "f16")[];
+const THREADS = Number(argValue("threads", "1"));
+const TOKENS = 64;
+const CONTEXT_PER_SLOT = 2048;
+
+type Kind = "corral" | "llama-server";
+
+async function start(kind: Kind, model: string, slots: number, contextPerSlot: number, binary: string): Promise<Server> {
+  const port = await freePort();
+  if (kind === "corral") {
+    return startServer(process.execPath, [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port),
+      "--threads", String(THREADS), "--parallel", String(slots), "--context-size", String(contextPerSlot), "--max-queue", "4096",
+      "--log-level", "warn"], port, "/readyz");
+  }
+  return startServer(binary, ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-t", String(THREADS), "-tb", String(THREADS),
+    "--parallel", String(slots), "-c", String(contextPerSlot * slots), "--no-webui", "--log-disable"], port, "/health");
+}
+
+const SAMPLING = { temperature: 0.7, top_p: 0.9, top_k: 80, repeat_penalty: 1.15, repetition_penalty: 1.15 };
+
+interface Throughput {
+  tokensPerSecond: number;
+  ttftMs: number[];
+}
+
+/** C concurrent streamed 64-token completions, 2 per client. */
+async function throughput(server: Server, concurrency: number): Promise<Throughput> {
+  const client = new BenchClient(server.url, concurrency);
+  const ttftMs: number[] = [];
+  let tokens = 0;
+  const seconds = await runConcurrently(concurrency, concurrency * 2, async (i) => {
+    const response = await client.post("/v1/completions", {
+      prompt: `Once upon a time, in a village number ${i}, there lived`,
+      max_tokens: TOKENS,
+      stream: true,
+      stream_options: { include_usage: true },
+      seed: i,
+      ...SAMPLING,
+    });
+    if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${response.body.slice(0, 300)}`);
+    ttftMs.push(response.firstByteMs);
+    const count = /"completion_tokens":(\d+)/.exec(response.body)?.[1];
+    if (count === undefined) throw new Error(`no usage in the stream: ${response.body.slice(-300)}`);
+    tokens += Number(count);
+  });
+  client.close();
+  return { tokensPerSecond: tokens / seconds, ttftMs };
+}
+
+/** Requests/s at C=16 with 8-token completions, plain or streamed. */
+async function requestsPerSecond(server: Server, streamed: boolean): Promise<number> {
+  const concurrency = 16;
+  const client = new BenchClient(server.url, concurrency);
+  const total = 800;
+  const seconds = await runConcurrently(concurrency, total, async (i) => {
+    const response = await client.post("/v1/completions", { prompt: `request ${i}`, max_tokens: 8, stream: streamed, ...SAMPLING });
+    if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${response.body.slice(0, 300)}`);
+  });
+  client.close();
+  return total / seconds;
+}
+
+/** Runs `measure` on both servers in A/B/A/B order; servers are started once per row. */
+async function abRounds<T>(model: string, slots: number, contextPerSlot: number, binary: string, measure: (server: Server) => Promise<T>) {
+  const results: Record<Kind, T[]> = { corral: [], "llama-server": [] };
+  const servers: Record<Kind, Server> = {
+    corral: await start("corral", model, slots, contextPerSlot, binary),
+    "llama-server": await start("llama-server", model, slots, contextPerSlot, binary),
+  };
+  try {
+    for (const kind of ["corral", "llama-server"] as const) await measure(servers[kind]); // warm-up
+    for (let round = 0; round < ROUNDS; round++) {
+      const order: Kind[] = round % 2 === 0 ? ["corral", "llama-server"] : ["llama-server", "corral"];
+      for (const kind of order) results[kind].push(await measure(servers[kind]));
+    }
+  } finally {
+    await Promise.all(Object.values(servers).map((server) => server.stop()));
+  }
+  return results;
+}
+
+async function main(): Promise<void> {
+  const binary = ensureLlamaServer();
+  if (!binary) return;
+  const rows: (string | number)[][] = [];
+  for (const type of TYPES) {
+    const model = await ensureTestModel("bench", type);
+    for (const concurrency of CONCURRENCIES) {
+      const results = await abRounds(model, concurrency, CONTEXT_PER_SLOT, binary, (server) => throughput(server, concurrency));
+      const tps = (kind: Kind) => median(results[kind].map((r) => r.tokensPerSecond));
+      const ttft = (kind: Kind) => median(results[kind].flatMap((r) => r.ttftMs));
+      rows.push([`${type.toUpperCase()} C=${concurrency} tok/s`, fixed(tps("corral")), fixed(tps("llama-server")), fixed(tps("corral") / tps("llama-server"), 2)]);
+      rows.push([`${type.toUpperCase()} C=${concurrency} TTFT p50 ms`, fixed(ttft("corral")), fixed(ttft("llama-server")), fixed(ttft("llama-server") / ttft("corral"), 2)]);
+      console.error(`${type} C=${concurrency} done`);
+    }
+  }
+  const tiny = await ensureTestModel("tiny");
+  for (const streamed of [false, true]) {
+    const results = await abRounds(tiny, 16, 256, binary, (server) => requestsPerSecond(server, streamed));
+    const rps = (kind: Kind) => median(results[kind]);
+    rows.push([`tiny C=16 ${streamed ? "streamed" : "plain"} req/s`, fixed(rps("corral")), fixed(rps("llama-server")), fixed(rps("corral") / rps("llama-server"), 2)]);
+  }
+  console.log(`\nCorral runtime vs llama-server: ${THREADS} thread(s), ${TOKENS}-token completions, ${CONTEXT_PER_SLOT} context per slot, ` +
+    `median of ${ROUNDS} A/B rounds. Ratio > 1 means Corral is better (for TTFT: llama-server's / Corral's).\n`);
+  console.log(table(["row", "Corral", "llama-server", "ratio"], rows));
+}
+
+await main();
