@@ -1,0 +1,99 @@
+/**
+ * What the router asks of the place models run: "which ready endpoints serve model X, and make X
+ * ready / not ready". The local backend (`local.ts`) runs `corral runtime` children; the
+ * Kubernetes backend (operator issue) reads Model resources and their pods; `static.ts` serves a
+ * fixed list of runtimes.
+ *
+ * The hot path (`readyEndpoints`, `lookup`, `current`) is synchronous: a backend keeps its view
+ * up to date in the background (child processes, informers) and answers from memory.
+ */
+
+/** One runtime serving one model. */
+export interface Endpoint {
+  /** Stable and unique among a model's endpoints: a pod name, or `tiny#1` for a local child. */
+  readonly id: string;
+  /** Base URL of the runtime, without a trailing slash: `http://127.0.0.1:40123`. */
+  readonly url: string;
+}
+
+/**
+ * - `not_loaded`: nothing runs. `starting`: a runtime was started and is not answering yet.
+ * - `downloading`/`loading`: the runtime is fetching or loading the weights (`progress` tells how far).
+ * - `ready`: at least one endpoint accepts requests. `restarting`: a runtime died and comes back after a backoff.
+ * - `failed`: it could not start (`message` says why); the next load or request tries again.
+ * - `stopping`: being unloaded.
+ */
+export const MODEL_STATES = ["not_loaded", "starting", "downloading", "loading", "ready", "restarting", "failed", "stopping"] as const;
+export type ModelState = (typeof MODEL_STATES)[number];
+
+export interface ModelProgress {
+  bytes_done: number;
+  bytes_total: number | null;
+}
+
+export interface ModelStatus {
+  model_id: string;
+  state: ModelState;
+  /** Download progress while `downloading`, else null. */
+  progress: ModelProgress | null;
+  /** For people: why the model is not ready (the last error of a failed start), else null. */
+  message: string | null;
+  /** The endpoints ready now. */
+  endpoints: readonly Endpoint[];
+}
+
+/** A model one may ask for by id. */
+export interface CatalogEntry {
+  /** The public id; may contain slashes (`microsoft/phi-2`). */
+  model_id: string;
+  /** Where the weights come from: a path, `https://...`, `hf:owner/repo/file.gguf`, `builtin:<name>`. */
+  source: string;
+  description: string | null;
+  /** Size of the weights in bytes when known (approximate before the first download), else null. */
+  size_bytes: number | null;
+}
+
+/** Thrown by `ensureReady`/`load` when a model cannot be started; the router answers 503 with the message. */
+export class ModelStartError extends Error {
+  constructor(
+    readonly modelId: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ModelStartError";
+  }
+}
+
+export interface Backend {
+  /** `local`, `static`, `kubernetes`: shown in /system/info and /health. */
+  readonly kind: string;
+  /** Begins watching/running (the local backend starts its initial model here, without waiting). */
+  start(): Promise<void>;
+  /** Stops everything this backend started (local: every runtime child, no orphans). */
+  close(): Promise<void>;
+  /** True when the backend can answer (Kubernetes: the first list finished). /health is 503 otherwise. */
+  healthy(): boolean;
+
+  /** Every model one may ask for, in catalog order. */
+  list(): readonly CatalogEntry[];
+  /** The entry for a public id; undefined for an unknown id (the router answers 404). */
+  lookup(modelId: string): CatalogEntry | undefined;
+  /** The current model (requests without `model_id` go to it); null when none. */
+  current(): string | null;
+  status(modelId: string): ModelStatus;
+  /** The endpoints of a model that accept requests now; empty when none. Never waits. */
+  readyEndpoints(modelId: string): readonly Endpoint[];
+
+  /**
+   * Makes a model ready (starting it if nothing runs) and resolves once an endpoint is ready.
+   * Rejects with ModelStartError when it cannot start, or with `signal.reason` when the signal
+   * aborts first (starting goes on in the background).
+   */
+  ensureReady(modelId: string, signal: AbortSignal): Promise<void>;
+  /** Makes a model the current one at once, then like `ensureReady`. */
+  load(modelId: string, signal: AbortSignal): Promise<void>;
+  /** Makes a model not ready (stops its runtimes); when it was the current one there is no current model. */
+  unload(modelId: string): Promise<void>;
+  /** The proxy saw this endpoint fail before answering (refused, reset): a hint to re-check it now. */
+  reportFailure(modelId: string, endpoint: Endpoint, error: Error): void;
+}

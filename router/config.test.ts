@@ -1,0 +1,120 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { ApiKeys } from "./auth.js";
+import { loadCatalog, parseCatalog } from "./catalog.js";
+import { parseUpstream, routerConfig, RouterConfigSchema } from "./config.js";
+import { packagePath } from "../common/package-root.js";
+
+let dir = "";
+afterEach(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = "";
+});
+
+describe("routerConfig", () => {
+  it("has the documented defaults", () => {
+    const config = routerConfig({});
+    expect(config).toMatchObject({
+      host: "0.0.0.0",
+      port: 8000,
+      backend: "local",
+      rateLimitPoints: 60,
+      rateLimitDuration: 60,
+      rateLimitBurst: 10,
+      bodyLimitBytes: 1_048_576,
+      maxBatchPrompts: 64,
+      readyWaitSeconds: 60,
+      trustedProxies: [],
+      apiKeys: [],
+    });
+    expect(config.catalog).toBe(packagePath("catalog", "models.yaml"));
+    expect(config.runtimeEntry).toBe(packagePath("dist", "bin", "corral.js"));
+  });
+
+  it("converts flag and env strings, lists included", () => {
+    const config = routerConfig({ port: "9000", rateLimitBurst: "5", trustedProxies: "10.0.0.0/8, 127.0.0.1", apiKeys: "a,b", redisUrl: "redis://x:6379" });
+    expect(config).toMatchObject({ port: 9000, rateLimitBurst: 5, trustedProxies: ["10.0.0.0/8", "127.0.0.1"], apiKeys: ["a", "b"], redisUrl: "redis://x:6379" });
+  });
+
+  it("fails with a message naming the flag and the env var", () => {
+    expect(() => routerConfig({ port: "eighty" })).toThrow(/--port \(CORRAL_PORT\)/);
+    expect(() => routerConfig({ rateLimitPoints: "600", rateLimitDuration: "1", rateLimitBurst: "10" })).toThrow(/--rate-limit-burst \(CORRAL_RATE_LIMIT_BURST\) must be at least/);
+    expect(() => routerConfig({ upstream: "no-url" })).toThrow(/--upstream/);
+  });
+
+  it("parses upstreams with slashes in the model id", () => {
+    expect(parseUpstream("microsoft/phi-2=http://10.0.0.7:8080/")).toEqual({ modelId: "microsoft/phi-2", url: "http://10.0.0.7:8080" });
+  });
+});
+
+describe("the model catalog", () => {
+  it("ships a default catalog whose default model is generated with no network", () => {
+    const catalog = loadCatalog(packagePath("catalog", "models.yaml"));
+    expect(catalog.defaultModel).toBe("tiny");
+    expect(catalog.models.find((model) => model.id === "tiny")!.source).toBe("builtin:successor");
+    expect(catalog.models.filter((model) => model.source.startsWith("hf:")).length).toBeGreaterThanOrEqual(2);
+    expect(catalog.models.some((model) => model.id === "microsoft/phi-2")).toBe(true);
+  });
+
+  it("reports mistakes with the file and the field", () => {
+    expect(() => parseCatalog("models: []", "x.yaml")).toThrow(/x\.yaml: models/);
+    expect(() => parseCatalog("models:\n  - id: a\n", "x.yaml")).toThrow(/x\.yaml: .*source/);
+    expect(() => parseCatalog("models:\n  - id: a\n    source: s\n    colour: red\n", "x.yaml")).toThrow(/colour/);
+    expect(() => parseCatalog("default: b\nmodels:\n  - id: a\n    source: s\n", "x.yaml")).toThrow(/default "b" is not one of its models/);
+    expect(() => parseCatalog("models:\n  - {id: a, source: s}\n  - {id: a, source: t}\n", "x.yaml")).toThrow(/appears twice/);
+    expect(() => parseCatalog("models: [", "x.yaml")).toThrow(/not valid YAML/);
+  });
+});
+
+describe("API keys", () => {
+  it("reads keys from a file and a list, and checks Bearer headers", () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "corral-keys-"));
+    const file = path.join(dir, "keys");
+    writeFileSync(file, "# team keys\nkey-one\n\n  key-two  # the CI key\n");
+    const keys = ApiKeys.load({ file, keys: ["key-three"] });
+    expect(keys.count).toBe(3);
+    expect(keys.verify("Bearer key-two")).toMatch(/^key:[0-9a-f]{16}$/);
+    expect(keys.verify("bearer key-three")).toBe(keys.verify("Bearer key-three"));
+    expect(keys.verify("Bearer key-tw")).toBeNull();
+    expect(keys.verify("Basic key-one")).toBeNull();
+    expect(keys.verify(undefined)).toBeNull();
+    expect(keys.verify("Bearer key-one")).not.toBe(keys.verify("Bearer key-two"));
+  });
+
+  it("is off without keys, and a file without keys is an error", () => {
+    expect(ApiKeys.load({}).enabled).toBe(false);
+    dir = mkdtempSync(path.join(os.tmpdir(), "corral-keys-"));
+    writeFileSync(path.join(dir, "empty"), "# nothing\n");
+    expect(() => ApiKeys.load({ file: path.join(dir, "empty") })).toThrow(/holds no key/);
+    expect(() => ApiKeys.load({ file: path.join(dir, "missing") })).toThrow(/cannot be read/);
+  });
+});
+
+describe("the commands", () => {
+  it("store every setting under its config key (commander's name for the flag)", async () => {
+    const { routerCommand, serveCommand } = await import("./main.js");
+    for (const command of [routerCommand(), serveCommand()]) {
+      for (const option of command.options) {
+        const key = option.attributeName();
+        expect(Object.keys(RouterConfigSchema.properties), `${command.name()} ${option.long}`).toContain(key);
+      }
+    }
+  });
+});
+
+describe("flags through commander", () => {
+  it("read several upstreams from one --upstream flag", async () => {
+    const { routerCommand } = await import("./main.js");
+    const { settingsFromOptions } = await import("../common/config.js");
+    const { ROUTER_SETTINGS, STATIC_SETTINGS } = await import("./config.js");
+    const command = routerCommand();
+    command.parseOptions(["--upstream", "tiny=http://127.0.0.1:1,org/m=http://127.0.0.1:2", "--port", "0"]);
+    const config = routerConfig({ ...settingsFromOptions(command.opts(), [...ROUTER_SETTINGS, ...STATIC_SETTINGS]), backend: "static" });
+    expect(config.upstream.map(parseUpstream)).toEqual([
+      { modelId: "tiny", url: "http://127.0.0.1:1" },
+      { modelId: "org/m", url: "http://127.0.0.1:2" },
+    ]);
+  });
+});

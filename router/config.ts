@@ -1,0 +1,134 @@
+import Type, { type Static } from "typebox";
+import { buildConfig, type SettingSpec } from "../common/config.js";
+import { ConfigError } from "../common/errors.js";
+import { packagePath } from "../common/package-root.js";
+
+export const BACKEND_KINDS = ["local", "static", "kubernetes"] as const;
+export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+
+export const RouterConfigSchema = Type.Object(
+  {
+    host: Type.String({ default: "0.0.0.0" }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8000 }),
+    backend: Type.Enum([...BACKEND_KINDS], { default: "local" }),
+    logLevel: Type.Enum([...LOG_LEVELS], { default: "info" }),
+
+    // Limits and bad input.
+    bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1_048_576 }),
+    maxBatchPrompts: Type.Integer({ minimum: 1, default: 64 }),
+    readyWaitSeconds: Type.Number({ minimum: 0, default: 60 }),
+    loadTimeoutSeconds: Type.Number({ minimum: 1, default: 600 }),
+    drainSeconds: Type.Number({ minimum: 0, default: 30 }),
+
+    // Rate limits: a token bucket of `rateLimitBurst` tokens refilled at points/duration per second.
+    rateLimitPoints: Type.Integer({ minimum: 0, default: 60 }),
+    rateLimitDuration: Type.Number({ exclusiveMinimum: 0, default: 60 }),
+    rateLimitBurst: Type.Integer({ minimum: 1, default: 10 }),
+    redisUrl: Type.Optional(Type.String({ minLength: 1 })),
+    trustedProxies: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+
+    // API keys.
+    apiKeysFile: Type.Optional(Type.String({ minLength: 1 })),
+    apiKeys: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+
+    // Static backend (`corral router --upstream id=url`).
+    upstream: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+
+    // Local backend (`corral serve`).
+    catalog: Type.String({ minLength: 1, default: packagePath("catalog", "models.yaml") }),
+    initialModel: Type.Optional(Type.String()),
+    maxModels: Type.Integer({ minimum: 1, default: 2 }),
+    runtimeEntry: Type.String({ minLength: 1, default: packagePath("dist", "bin", "corral.js") }),
+    threads: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
+    parallel: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
+    contextSize: Type.Optional(Type.Integer({ minimum: 64 })),
+    modelDir: Type.Optional(Type.String({ minLength: 1 })),
+    runtimeLogLevel: Type.Optional(Type.Enum([...LOG_LEVELS])),
+  },
+  { additionalProperties: false },
+);
+
+export type RouterConfig = Static<typeof RouterConfigSchema>;
+
+/** Settings shared by `corral router` and `corral serve`. */
+export const ROUTER_SETTINGS: readonly SettingSpec[] = [
+  { key: "host", flag: "--host", value: "<host>", env: "CORRAL_HOST", description: "address to listen on", defaultText: "0.0.0.0" },
+  { key: "port", flag: "--port", value: "<port>", env: "CORRAL_PORT", description: "port to listen on (0 picks a free one)", defaultText: "8000" },
+  { key: "logLevel", flag: "--log-level", value: "<level>", env: "LOG_LEVEL", description: "log level", defaultText: "info" },
+  { key: "bodyLimitBytes", flag: "--body-limit-bytes", value: "<bytes>", env: "CORRAL_BODY_LIMIT_BYTES", description: "largest request body; beyond it: 413", defaultText: "1048576" },
+  { key: "maxBatchPrompts", flag: "--max-batch-prompts", value: "<n>", env: "CORRAL_MAX_BATCH_PROMPTS", description: "prompts allowed in one /generate/batch request; beyond it: 413", defaultText: "64" },
+  { key: "readyWaitSeconds", flag: "--ready-wait-seconds", value: "<s>", env: "CORRAL_READY_WAIT_SECONDS", description: "how long a request waits for its model to become ready; beyond it: 503 with Retry-After", defaultText: "60" },
+  { key: "loadTimeoutSeconds", flag: "--load-timeout-seconds", value: "<s>", env: "CORRAL_LOAD_TIMEOUT_SECONDS", description: "how long POST /models/load waits for the model; beyond it: 504 (loading goes on)", defaultText: "600" },
+  { key: "drainSeconds", flag: "--drain-seconds", value: "<s>", env: "CORRAL_DRAIN_SECONDS", description: "on SIGTERM, how long in-flight requests and streams may finish", defaultText: "30" },
+  { key: "rateLimitPoints", flag: "--rate-limit-points", value: "<n>", env: "CORRAL_RATE_LIMIT_POINTS", description: "sustained requests per client per --rate-limit-duration (0 turns rate limiting off)", defaultText: "60" },
+  { key: "rateLimitDuration", flag: "--rate-limit-duration", value: "<s>", env: "CORRAL_RATE_LIMIT_DURATION", description: "seconds over which --rate-limit-points are allowed", defaultText: "60" },
+  { key: "rateLimitBurst", flag: "--rate-limit-burst", value: "<n>", env: "CORRAL_RATE_LIMIT_BURST", description: "requests a client may make at once (token bucket capacity)", defaultText: "10" },
+  { key: "redisUrl", flag: "--redis-url", value: "<url>", env: "REDIS_URL", description: "Redis for rate limits shared by router replicas", defaultText: "in memory" },
+  { key: "trustedProxies", flag: "--trusted-proxies", value: "<list>", env: "CORRAL_TRUSTED_PROXIES", description: "comma-separated addresses/CIDRs whose X-Forwarded-For is trusted (also loopback, uniquelocal)", defaultText: "none" },
+  { key: "apiKeysFile", flag: "--api-keys-file", value: "<path>", env: "CORRAL_API_KEYS_FILE", description: "file of API keys, one per line (# comments); turns auth on" },
+  { key: "apiKeys", flag: "--api-keys", value: "<list>", env: "CORRAL_API_KEYS", description: "comma-separated API keys; turns auth on (prefer the env var or the file: flags show in ps)" },
+];
+
+export const STATIC_SETTINGS: readonly SettingSpec[] = [
+  { key: "upstream", flag: "--upstream", value: "<id=url[,id=url]>", env: "CORRAL_UPSTREAMS", description: "fixed runtimes, comma-separated model_id=http://host:port (the first is the current model); without it: the Kubernetes backend" },
+];
+
+/** Settings of the local backend, which runs one `corral runtime` child per loaded model. */
+export const LOCAL_SETTINGS: readonly SettingSpec[] = [
+  { key: "catalog", flag: "--catalog", value: "<path>", env: "CORRAL_CATALOG", description: "model catalog (YAML)", defaultText: "catalog/models.yaml of the package" },
+  { key: "initialModel", flag: "--initial-model", value: "<id>", env: "CORRAL_INITIAL_MODEL", description: "model started at start-up as the current one ('' for none)", defaultText: "the catalog's default" },
+  { key: "maxModels", flag: "--max-models", value: "<n>", env: "CORRAL_MAX_MODELS", description: "runtimes kept running at once; the least recently used non-current one is stopped", defaultText: "2" },
+  { key: "runtimeEntry", flag: "--runtime-entry", value: "<path>", env: "CORRAL_RUNTIME_ENTRY", description: "the corral CLI script started as `node <path> runtime`", defaultText: "dist/bin/corral.js of the package" },
+  { key: "threads", flag: "--threads", value: "<n>", env: "CORRAL_THREADS", description: "CPU threads of each runtime", defaultText: "the runtime's default" },
+  { key: "parallel", flag: "--parallel", value: "<n>", env: "CORRAL_PARALLEL", description: "parallel sequences of each runtime", defaultText: "the runtime's default" },
+  { key: "contextSize", flag: "--context-size", value: "<tokens>", env: "CORRAL_CONTEXT_SIZE", description: "context tokens per sequence of each runtime", defaultText: "the runtime's default" },
+  { key: "modelDir", flag: "--model-dir", value: "<dir>", env: "CORRAL_MODEL_DIR", description: "folder for downloaded and generated models", defaultText: "the runtime's default" },
+  { key: "runtimeLogLevel", flag: "--runtime-log-level", value: "<level>", env: "CORRAL_RUNTIME_LOG_LEVEL", description: "log level of the runtimes (their logs go to this process's stdout)", defaultText: "--log-level" },
+];
+
+const LIST_KEYS = ["trustedProxies", "apiKeys", "upstream"] as const;
+
+/** Comma-separated strings (flags and env vars) become lists; so do the items of arrays. */
+function splitLists(input: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...input };
+  for (const key of LIST_KEYS) {
+    const value = out[key];
+    const items = typeof value === "string" ? [value] : Array.isArray(value) ? value : undefined;
+    if (items) out[key] = items.flatMap((item) => (typeof item === "string" ? item.split(",") : [item])).map((item) => (typeof item === "string" ? item.trim() : item)).filter((item) => item !== "");
+  }
+  return out;
+}
+
+/** Builds the router's configuration from flags/env values (strings) or typed test values. */
+export function routerConfig(input: Record<string, unknown>): RouterConfig {
+  const config = buildConfig(RouterConfigSchema, splitLists(input), [...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...LOCAL_SETTINGS]);
+  if (config.rateLimitPoints > 0 && refillSeconds(config) < 1) {
+    throw new ConfigError(
+      "invalid configuration: --rate-limit-burst (CORRAL_RATE_LIMIT_BURST) must be at least the requests allowed per second " +
+        `(${config.rateLimitPoints}/${config.rateLimitDuration}s)`,
+    );
+  }
+  for (const upstream of config.upstream) parseUpstream(upstream);
+  return config;
+}
+
+/** Seconds an empty token bucket takes to fill up again: burst / (points / duration). */
+export function refillSeconds(config: Pick<RouterConfig, "rateLimitPoints" | "rateLimitDuration" | "rateLimitBurst">): number {
+  return (config.rateLimitBurst * config.rateLimitDuration) / config.rateLimitPoints;
+}
+
+/** `microsoft/phi-2=http://10.0.0.7:8080` -> id and base URL. */
+export function parseUpstream(text: string): { modelId: string; url: string } {
+  const at = text.indexOf("=");
+  const modelId = text.slice(0, at).trim();
+  const url = text.slice(at + 1).trim().replace(/\/+$/, "");
+  if (at <= 0 || !modelId || !/^https?:\/\/[^/,\s]+$/.test(url)) {
+    throw new ConfigError(`invalid configuration: --upstream (CORRAL_UPSTREAMS): "${text}" is not model_id=http://host:port`);
+  }
+  return { modelId, url };
+}
+
+/** A configuration for tests: ephemeral loopback port, quiet logs, everything else default. */
+export function testRouterConfig(overrides: Partial<RouterConfig> = {}): RouterConfig {
+  return routerConfig({ host: "127.0.0.1", port: 0, logLevel: "silent", drainSeconds: 2, ...overrides });
+}

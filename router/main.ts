@@ -1,0 +1,32 @@
+import { Command } from "commander";
+import { addSettings, settingsFromOptions } from "../common/config.js";
+import { runProcess } from "../common/process.js";
+import { LOCAL_SETTINGS, ROUTER_SETTINGS, STATIC_SETTINGS, routerConfig } from "./config.js";
+import { run } from "./run.js";
+
+/** `corral router`: the public API in front of runtimes that run elsewhere (Kubernetes, or --upstream). */
+export function routerCommand(): Command {
+  const command = new Command("router").description("serve the public API, routing each request to the runtimes of its model");
+  addSettings(command, [...ROUTER_SETTINGS, ...STATIC_SETTINGS]);
+  command.action(async (options: Record<string, unknown>) => {
+    await runProcess(async () => {
+      const settings = settingsFromOptions(options, [...ROUTER_SETTINGS, ...STATIC_SETTINGS]);
+      const config = routerConfig({ ...settings, backend: settings.upstream ? "static" : "kubernetes" });
+      return (await run(config)).close;
+    });
+  });
+  return command;
+}
+
+/** `corral serve` (`npm start`): the router with the local backend, one runtime child per loaded model. */
+export function serveCommand(): Command {
+  const command = new Command("serve").description("serve the public API on this machine, running models as local runtime processes");
+  addSettings(command, [...ROUTER_SETTINGS, ...LOCAL_SETTINGS]);
+  command.action(async (options: Record<string, unknown>) => {
+    await runProcess(async () => {
+      const config = routerConfig({ ...settingsFromOptions(options, [...ROUTER_SETTINGS, ...LOCAL_SETTINGS]), backend: "local" });
+      return (await run(config)).close;
+    });
+  });
+  return command;
+}

@@ -1,0 +1,235 @@
+import { RateLimiterCompatibleAbstract, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
+import type { Redis } from "ioredis";
+import type { Logger } from "../common/logger.js";
+
+/**
+ * Per-client rate limits: a token bucket (GCRA, the "generic cell rate algorithm").
+ *
+ * Each client has a bucket of `burst` tokens that refills continuously at `points / duration`
+ * tokens per second; a request takes one token or is rejected. With the defaults (60 per 60 s,
+ * burst 10): 10 requests at once pass and the 11th is refused; after that one request per second
+ * passes, so any window of T seconds admits at most 10 + T requests and the sustained rate is
+ * exactly 60 a minute. A refused request takes nothing.
+ *
+ * The bucket is stored as one number, the "theoretical arrival time" TAT: the instant at which the
+ * bucket would be full again. With I = duration/points seconds per token and τ = burst·I (the time
+ * an empty bucket takes to fill): a request at `now` passes when max(TAT, now) + I − τ ≤ now, and
+ * then TAT := max(TAT, now) + I. Tokens left = (τ − (TAT − now)) / I.
+ *
+ * rate-limiter-flexible stores it: RateLimiterRedis with our Lua script (atomic, Redis's clock, so
+ * router replicas sharing one Redis share each client's bucket), and an in-memory limiter with the
+ * same algorithm, used alone without Redis and as RateLimiterRedis's `insuranceLimiter` while
+ * Redis is unreachable (each replica then limits on its own; Redis takes over again as soon as it
+ * answers, since every check tries Redis first).
+ *
+ * In rate-limiter-flexible's terms: `points` = burst, `duration` = τ; the script answers
+ * [tokens in use after this request (more than `points` when refused), ms until the bucket is full
+ * (refused: ms until the request would pass)].
+ */
+export const GCRA_LUA = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local n = tonumber(ARGV[1])
+local burst = tonumber(ARGV[3])
+local tau = tonumber(ARGV[4]) * 1000
+local interval = tau / burst
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if (not tat) or tat < now then tat = now end
+local new_tat = tat + n * interval
+local allow_at = new_tat - tau
+if allow_at > now then
+  return {burst + n, math.ceil(allow_at - now)}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+return {math.ceil((new_tat - now) / interval - 1e-6), math.ceil(new_tat - now)}
+`;
+
+export interface RateLimitSettings {
+  /** Sustained requests per `duration` seconds (the refill rate). */
+  points: number;
+  duration: number;
+  /** Bucket capacity: requests allowed at once. */
+  burst: number;
+  keyPrefix?: string;
+}
+
+/** The outcome of one check, with what the RateLimit-* headers report. */
+export interface RateLimitDecision {
+  allowed: boolean;
+  /** Bucket capacity. */
+  limit: number;
+  remaining: number;
+  /** Allowed: seconds until the bucket is full again. Refused: seconds until a request would pass. */
+  resetSeconds: number;
+  /** Where the decision was made. */
+  store: "redis" | "memory";
+}
+
+/**
+ * The same GCRA in this process's memory, shaped as a rate-limiter-flexible limiter so that it
+ * can be RateLimiterRedis's insuranceLimiter. Only `consume`, `get` and `delete` are used.
+ */
+export class TokenBucketMemory extends RateLimiterCompatibleAbstract {
+  private readonly tats = new Map<string, number>();
+  private operations = 0;
+  /** Bucket capacity. */
+  readonly points: number;
+  /** Seconds an empty bucket takes to fill. */
+  readonly duration: number;
+  // rate-limiter-flexible's limiter interface (own fields shadow the base class's throwing
+  // accessors); blocking and "execute evenly" are not used.
+  override readonly keyPrefix: string;
+  override blockDuration = 0;
+  override execEvenly = false;
+
+  constructor(options: { points: number; duration: number; keyPrefix?: string }) {
+    super();
+    this.points = options.points;
+    this.duration = options.duration;
+    this.keyPrefix = options.keyPrefix ?? "corral:rl";
+  }
+
+  private getKey(key: string): string {
+    return `${this.keyPrefix}:${key}`;
+  }
+
+  /** `options` is the object given to RateLimiterRedis.consume, handed on when it falls back here. */
+  override consume(key: string | number, pointsToConsume = 1, options: CheckOptions = {}): Promise<RateLimiterRes> {
+    options.answeredInMemory = true;
+    const rlKey = this.getKey(String(key));
+    const now = Date.now();
+    if (++this.operations % 1000 === 0) this.sweep(now);
+    const tau = this.duration * 1000;
+    const interval = tau / this.points;
+    const tat = Math.max(this.tats.get(rlKey) ?? now, now);
+    const newTat = tat + pointsToConsume * interval;
+    const allowAt = newTat - tau;
+    if (allowAt > now) {
+      return Promise.reject(new RateLimiterRes(0, Math.ceil(allowAt - now), this.points + pointsToConsume, false));
+    }
+    this.tats.set(rlKey, newTat);
+    const used = Math.ceil((newTat - now) / interval - 1e-6);
+    return Promise.resolve(new RateLimiterRes(Math.max(this.points - used, 0), Math.ceil(newTat - now), used, tat === now));
+  }
+
+  override get(key: string | number): Promise<RateLimiterRes | null> {
+    const now = Date.now();
+    const tat = this.tats.get(this.getKey(String(key)));
+    if (tat === undefined || tat <= now) return Promise.resolve(null);
+    const used = Math.ceil((tat - now) / ((this.duration * 1000) / this.points) - 1e-6);
+    return Promise.resolve(new RateLimiterRes(Math.max(this.points - used, 0), Math.ceil(tat - now), used, false));
+  }
+
+  override delete(key: string | number): Promise<boolean> {
+    return Promise.resolve(this.tats.delete(this.getKey(String(key))));
+  }
+
+  /** Forgets buckets that are full again (they hold no information). */
+  private sweep(now: number): void {
+    for (const [key, tat] of this.tats) if (tat <= now) this.tats.delete(key);
+  }
+}
+
+interface CheckOptions {
+  [key: string]: unknown;
+  answeredInMemory?: boolean;
+}
+
+export interface RateLimiterHooks {
+  logger: Logger;
+  /** Counts checks answered in memory because Redis was unreachable. */
+  onFallback?: () => void;
+}
+
+/** Checks one request of one client; `check` never throws. */
+export class RateLimiter {
+  private readonly memory: TokenBucketMemory;
+  private readonly redisLimiter: RateLimiterRedis | undefined;
+  private fallingBack = false;
+
+  constructor(
+    readonly settings: RateLimitSettings,
+    private readonly redis: Redis | undefined,
+    private readonly hooks: RateLimiterHooks,
+  ) {
+    const tau = (settings.burst * settings.duration) / settings.points;
+    const keyPrefix = settings.keyPrefix ?? "corral:rl";
+    this.memory = new TokenBucketMemory({ points: settings.burst, duration: tau, keyPrefix });
+    if (redis) {
+      this.redisLimiter = new RateLimiterRedis({
+        storeClient: redis,
+        points: settings.burst,
+        duration: tau,
+        keyPrefix,
+        customIncrTtlLuaScript: GCRA_LUA,
+        // Fail over to memory at once when the connection is down instead of queueing commands.
+        rejectIfRedisNotReady: true,
+        insuranceLimiter: this.memory,
+      });
+      redis.on("ready", () => {
+        if (this.fallingBack) {
+          this.fallingBack = false;
+          this.hooks.logger.info("Redis is back: rate limits are shared again");
+        }
+      });
+    }
+  }
+
+  /** `redis`, `memory` (no Redis configured) or `memory-fallback` (Redis unreachable). */
+  get mode(): "redis" | "memory" | "memory-fallback" {
+    if (!this.redis) return "memory";
+    return this.fallingBack || this.redis.status !== "ready" ? "memory-fallback" : "redis";
+  }
+
+  get limit(): number {
+    return this.settings.burst;
+  }
+
+  async check(key: string): Promise<RateLimitDecision> {
+    const limiter = this.redisLimiter ?? this.memory;
+    const options: CheckOptions = {};
+    let result: RateLimiterRes;
+    let allowed = true;
+    try {
+      result = await limiter.consume(key, 1, options);
+    } catch (rejection) {
+      if (!(rejection instanceof RateLimiterRes)) {
+        // Redis failed and so did the insurance (cannot happen with the memory limiter): let it through.
+        this.hooks.logger.error({ err: rejection }, "rate limit check failed; request allowed");
+        return { allowed: true, limit: this.limit, remaining: this.limit, resetSeconds: 0, store: "memory" };
+      }
+      result = rejection;
+      allowed = false;
+    }
+    const store = this.redisLimiter && !options.answeredInMemory ? "redis" : "memory";
+    if (this.redisLimiter && options.answeredInMemory) this.noteFallback();
+    return {
+      allowed,
+      limit: this.limit,
+      remaining: allowed ? result.remainingPoints : 0,
+      resetSeconds: Math.max(0, Math.ceil(result.msBeforeNext / 1000)),
+      store,
+    };
+  }
+
+  private noteFallback(): void {
+    this.hooks.onFallback?.();
+    if (!this.fallingBack) {
+      this.fallingBack = true;
+      this.hooks.logger.warn({ redisStatus: this.redis?.status }, "Redis is unreachable: rate limits are kept in memory until it returns");
+    }
+  }
+
+  /** The `RateLimit-*` headers (IETF draft 6 names) and, when refused, `Retry-After`. */
+  headers(decision: RateLimitDecision): Record<string, string> {
+    const window = Math.round((this.settings.burst * this.settings.duration) / this.settings.points);
+    const headers: Record<string, string> = {
+      "ratelimit-limit": String(decision.limit),
+      "ratelimit-remaining": String(decision.remaining),
+      "ratelimit-reset": String(decision.resetSeconds),
+      "ratelimit-policy": `${decision.limit};w=${window}`,
+    };
+    if (!decision.allowed) headers["retry-after"] = String(Math.max(1, decision.resetSeconds));
+    return headers;
+  }
+}

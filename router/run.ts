@@ -1,0 +1,178 @@
+import { Redis } from "ioredis";
+import { createHttpServer, type CorralApp } from "../common/http.js";
+import { ConfigError } from "../common/errors.js";
+import { createLogger, type Logger } from "../common/logger.js";
+import { VERSION } from "../common/version.js";
+import { routerApp } from "./app.js";
+import { ApiKeys } from "./auth.js";
+import { LocalBackend, type LocalTiming } from "./backends/local.js";
+import { StaticBackend } from "./backends/static.js";
+import type { Backend } from "./backends/types.js";
+import { loadCatalog } from "./catalog.js";
+import { parseUpstream, type RouterConfig } from "./config.js";
+import { createRouterMetrics, type RouterMetrics } from "./metrics.js";
+import { UpstreamProxy } from "./proxy.js";
+import { RateLimiter } from "./ratelimit.js";
+
+export interface RouterHandle {
+  /** Base URL the router listens on, e.g. http://127.0.0.1:8000. */
+  url: string;
+  port: number;
+  app: CorralApp;
+  backend: Backend;
+  limiter: RateLimiter | undefined;
+  metrics: RouterMetrics;
+  logger: Logger;
+  /** Graceful stop: 503 to new requests, in-flight ones finish within drainSeconds, runtimes stop. */
+  close(): Promise<void>;
+}
+
+export interface RunOptions {
+  logger?: Logger;
+  /** A backend built by the caller (tests, the Kubernetes backend); otherwise from `config.backend`. */
+  backend?: Backend;
+  /** Local backend: timings (tests shorten them) and where runtime logs go (null drops them). */
+  localTiming?: Partial<LocalTiming>;
+  runtimeLogSink?: NodeJS.WritableStream | null;
+}
+
+function createBackend(config: RouterConfig, logger: Logger, options: RunOptions): Backend {
+  switch (config.backend) {
+    case "local": {
+      const catalog = loadCatalog(config.catalog);
+      const initialModel = config.initialModel === undefined ? catalog.defaultModel : config.initialModel || null;
+      if (initialModel !== null && !catalog.models.some((model) => model.id === initialModel)) {
+        throw new ConfigError(`invalid configuration: --initial-model (CORRAL_INITIAL_MODEL): "${initialModel}" is not in the catalog ${config.catalog}`);
+      }
+      return new LocalBackend({
+        catalog,
+        initialModel,
+        maxModels: config.maxModels,
+        runtimeEntry: config.runtimeEntry,
+        runtime: {
+          threads: config.threads,
+          parallel: config.parallel,
+          contextSize: config.contextSize,
+          modelDir: config.modelDir,
+          logLevel: config.runtimeLogLevel ?? config.logLevel,
+          bodyLimitBytes: config.bodyLimitBytes,
+          maxBatchPrompts: config.maxBatchPrompts,
+          drainSeconds: config.drainSeconds,
+        },
+        logger: logger.child({ component: "local-backend" }),
+        logSink: options.runtimeLogSink,
+        timing: options.localTiming,
+      });
+    }
+    case "static":
+      if (config.upstream.length === 0) throw new ConfigError("invalid configuration: the static backend needs --upstream (CORRAL_UPSTREAMS)");
+      return StaticBackend.fromUpstreams(config.upstream.map(parseUpstream));
+    case "kubernetes":
+      throw new ConfigError("the Kubernetes backend is not available yet: use `corral serve`, or `corral router --upstream model_id=http://host:port`");
+  }
+}
+
+/** Connects to Redis without queueing: while it is down, every command fails at once (the limiter falls back to memory). */
+async function connectRedis(url: string, logger: Logger): Promise<Redis> {
+  const redis = new Redis(url, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: 500,
+    connectTimeout: 2000,
+    retryStrategy: (times) => Math.min(100 * times, 2000),
+    lazyConnect: true,
+  });
+  let lastError = "";
+  redis.on("error", (error: Error) => {
+    // ioredis repeats this on every reconnection attempt; the limiter logs the outage once.
+    if (error.message !== lastError) logger.debug({ reason: error.message }, "Redis connection error");
+    lastError = error.message;
+  });
+  redis.on("ready", () => (lastError = ""));
+  try {
+    await redis.connect();
+    logger.info({ redis: redactUrl(url) }, "rate limits are kept in Redis");
+  } catch (error) {
+    logger.warn({ redis: redactUrl(url), reason: (error as Error).message }, "Redis is unreachable at start-up: rate limits are kept in memory until it answers");
+  }
+  return redis;
+}
+
+function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return "(unparsable URL)";
+  }
+}
+
+/** Wires the router: config -> backend, limiter, proxy, app -> listening. */
+export async function run(config: RouterConfig, options: RunOptions = {}): Promise<RouterHandle> {
+  const logger = options.logger ?? createLogger({ name: "corral-router", level: config.logLevel });
+  const apiKeys = ApiKeys.load({ file: config.apiKeysFile, keys: config.apiKeys });
+  const backend = options.backend ?? createBackend(config, logger, options);
+  const metrics = createRouterMetrics();
+  const redis = config.redisUrl && config.rateLimitPoints > 0 ? await connectRedis(config.redisUrl, logger) : undefined;
+  const limiter =
+    config.rateLimitPoints > 0
+      ? new RateLimiter({ points: config.rateLimitPoints, duration: config.rateLimitDuration, burst: config.rateLimitBurst }, redis, {
+          logger,
+          onFallback: () => metrics.redisFallbacks.inc(),
+        })
+      : undefined;
+  const proxy = new UpstreamProxy(backend, metrics);
+  const lifecycle = { closing: false };
+
+  const app = createHttpServer(
+    { logger, bodyLimitBytes: config.bodyLimitBytes },
+    {
+      trustProxy: config.trustedProxies.length > 0 ? config.trustedProxies : false,
+      return503OnClosing: false,
+      forceCloseConnections: "idle",
+    },
+  );
+  await app.register(routerApp, { config, backend, limiter, apiKeys, metrics, proxy, version: VERSION, lifecycle });
+
+  await backend.start();
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (error) {
+    await backend.close();
+    redis?.disconnect();
+    throw error;
+  }
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : config.port;
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  logger.info(
+    { url, backend: backend.kind, auth: apiKeys.enabled, rateLimit: limiter ? `${config.rateLimitPoints}/${config.rateLimitDuration}s burst ${config.rateLimitBurst} (${limiter.mode})` : "off" },
+    "router listening",
+  );
+
+  let closing: Promise<void> | undefined;
+  const close = async () => {
+    lifecycle.closing = true;
+    logger.info({ drainSeconds: config.drainSeconds }, "router stopping");
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, config.drainSeconds * 1000)));
+    const closed = app.close();
+    // Connections whose last answer ends during the drain are closed as soon as they are idle,
+    // rather than when the client's keep-alive timer runs out.
+    const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
+    await Promise.race([closed, deadline]);
+    clearTimeout(timer);
+    clearInterval(sweep);
+    // What is left past the bound (long streams) is cut; their upstream requests are aborted.
+    app.server.closeAllConnections();
+    await closed;
+    proxy.close();
+    await backend.close();
+    if (redis) await redis.quit().catch(() => redis.disconnect());
+    logger.info("router stopped");
+  };
+
+  return { url, port, app, backend, limiter, metrics, logger, close: () => (closing ??= close()) };
+}
