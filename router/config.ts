@@ -44,6 +44,11 @@ export const RouterConfigSchema = Type.Object(
     contextSize: Type.Optional(Type.Integer({ minimum: 64 })),
     modelDir: Type.Optional(Type.String({ minLength: 1 })),
     runtimeLogLevel: Type.Optional(Type.Enum([...LOG_LEVELS])),
+
+    // Kubernetes backend (`corral router --backend kubernetes`).
+    kubeconfig: Type.Optional(Type.String({ minLength: 1 })),
+    namespace: Type.Optional(Type.String({ minLength: 1, pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" })),
+    stateConfigMap: Type.String({ minLength: 1, default: "corral-router" }),
   },
   { additionalProperties: false },
 );
@@ -71,6 +76,14 @@ export const ROUTER_SETTINGS: readonly SettingSpec[] = [
 
 export const STATIC_SETTINGS: readonly SettingSpec[] = [
   { key: "upstream", flag: "--upstream", value: "<id=url[,id=url]>", env: "CORRAL_UPSTREAMS", description: "fixed runtimes, comma-separated model_id=http://host:port (the first is the current model); without it: the Kubernetes backend" },
+];
+
+/** Settings of the Kubernetes backend: Model resources of one namespace and their pods. */
+export const KUBERNETES_SETTINGS: readonly SettingSpec[] = [
+  { key: "backend", flag: "--backend", value: "<kind>", env: "CORRAL_BACKEND", description: "where models run: kubernetes (Model resources) or static (--upstream)", defaultText: "static with --upstream, else kubernetes", choices: ["kubernetes", "static"] },
+  { key: "namespace", flag: "--namespace", value: "<ns>", env: "CORRAL_NAMESPACE", description: "namespace of the Models to serve", defaultText: "the pod's namespace (POD_NAMESPACE or the service account's), else the kubeconfig's" },
+  { key: "kubeconfig", flag: "--kubeconfig", value: "<path>", env: "KUBECONFIG", description: "kubeconfig file", defaultText: "~/.kube/config, else the pod's service account" },
+  { key: "stateConfigMap", flag: "--state-config-map", value: "<name>", env: "CORRAL_STATE_CONFIGMAP", description: "ConfigMap in the namespace holding the current model, shared by all router replicas", defaultText: "corral-router" },
 ];
 
 /** Settings of the local backend, which runs one `corral runtime` child per loaded model. */
@@ -101,7 +114,7 @@ function splitLists(input: Record<string, unknown>): Record<string, unknown> {
 
 /** Builds the router's configuration from flags/env values (strings) or typed test values. */
 export function routerConfig(input: Record<string, unknown>): RouterConfig {
-  const config = buildConfig(RouterConfigSchema, splitLists(input), [...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...LOCAL_SETTINGS]);
+  const config = buildConfig(RouterConfigSchema, splitLists(input), [...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...KUBERNETES_SETTINGS, ...LOCAL_SETTINGS]);
   if (config.rateLimitPoints > 0 && refillSeconds(config) < 1) {
     throw new ConfigError(
       "invalid configuration: --rate-limit-burst (CORRAL_RATE_LIMIT_BURST) must be at least the requests allowed per second " +

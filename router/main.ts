@@ -1,17 +1,17 @@
 import { Command } from "commander";
 import { addSettings, settingsFromOptions } from "../common/config.js";
 import { runProcess } from "../common/process.js";
-import { LOCAL_SETTINGS, ROUTER_SETTINGS, STATIC_SETTINGS, routerConfig } from "./config.js";
+import { KUBERNETES_SETTINGS, LOCAL_SETTINGS, ROUTER_SETTINGS, STATIC_SETTINGS, routerConfig } from "./config.js";
 import { run } from "./run.js";
 
 /** `corral router`: the public API in front of runtimes that run elsewhere (Kubernetes, or --upstream). */
 export function routerCommand(): Command {
   const command = new Command("router").description("serve the public API, routing each request to the runtimes of its model");
-  addSettings(command, [...ROUTER_SETTINGS, ...STATIC_SETTINGS]);
+  addSettings(command, [...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...KUBERNETES_SETTINGS]);
   command.action(async (options: Record<string, unknown>) => {
     await runProcess(async () => {
-      const settings = settingsFromOptions(options, [...ROUTER_SETTINGS, ...STATIC_SETTINGS]);
-      const config = routerConfig({ ...settings, backend: settings.upstream ? "static" : "kubernetes" });
+      const settings = settingsFromOptions(options, [...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...KUBERNETES_SETTINGS]);
+      const config = routerConfig({ ...settings, backend: settings.backend ?? (settings.upstream ? "static" : "kubernetes") });
       return (await run(config)).close;
     });
   });

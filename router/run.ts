@@ -5,6 +5,8 @@ import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
 import { routerApp } from "./app.js";
 import { ApiKeys } from "./auth.js";
+import { KubeClient, loadKubeConfig, podNamespace } from "../common/kube-client.js";
+import { KubernetesBackend } from "./backends/kubernetes.js";
 import { LocalBackend, type LocalTiming } from "./backends/local.js";
 import { StaticBackend } from "./backends/static.js";
 import type { Backend } from "./backends/types.js";
@@ -67,8 +69,15 @@ function createBackend(config: RouterConfig, logger: Logger, options: RunOptions
     case "static":
       if (config.upstream.length === 0) throw new ConfigError("invalid configuration: the static backend needs --upstream (CORRAL_UPSTREAMS)");
       return StaticBackend.fromUpstreams(config.upstream.map(parseUpstream));
-    case "kubernetes":
-      throw new ConfigError("the Kubernetes backend is not available yet: use `corral serve`, or `corral router --upstream model_id=http://host:port`");
+    case "kubernetes": {
+      const client = new KubeClient(loadKubeConfig(config.kubeconfig));
+      return new KubernetesBackend({
+        client,
+        namespace: config.namespace ?? podNamespace() ?? client.contextNamespace,
+        stateConfigMap: config.stateConfigMap,
+        logger,
+      });
+    }
   }
 }
 
