@@ -14,6 +14,8 @@ const CONCURRENCIES = argValue("concurrency", "1,4,8").split(",").map(Number);
 const TYPES = argValue("types", "q8_0,f16").split(",") as ("q8_0" | "f16")[];
 const THREADS = Number(argValue("threads", "1"));
 const TOKENS = 64;
+/** Time to first token: the first streamed chunk that carries generated text (servers may send an empty one first). */
+const FIRST_TEXT = /"text":"[^"]/;
 const CONTEXT_PER_SLOT = 2048;
 
 type Kind = "corral" | "llama-server";
@@ -29,6 +31,9 @@ async function start(kind: Kind, model: string, slots: number, contextPerSlot: n
     "--parallel", String(slots), "-c", String(contextPerSlot * slots), "--no-webui", "--log-disable"], port, "/health");
 }
 
+/** Every prompt is new, so neither server answers from a cache of earlier identical prompts. */
+let nextPromptId = 0;
+
 const SAMPLING = { temperature: 0.7, top_p: 0.9, top_k: 80, repeat_penalty: 1.15, repetition_penalty: 1.15 };
 
 interface Throughput {
@@ -43,15 +48,15 @@ async function throughput(server: Server, concurrency: number): Promise<Throughp
   let tokens = 0;
   const seconds = await runConcurrently(concurrency, concurrency * 2, async (i) => {
     const response = await client.post("/v1/completions", {
-      prompt: `Once upon a time, in a village number ${i}, there lived`,
+      prompt: `Once upon a time, in a village number ${nextPromptId++}, there lived`,
       max_tokens: TOKENS,
       stream: true,
       stream_options: { include_usage: true },
       seed: i,
       ...SAMPLING,
-    });
+    }, FIRST_TEXT);
     if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${response.body.slice(0, 300)}`);
-    ttftMs.push(response.firstByteMs);
+    ttftMs.push(response.firstMatchMs);
     const count = /"completion_tokens":(\d+)/.exec(response.body)?.[1];
     if (count === undefined) throw new Error(`no usage in the stream: ${response.body.slice(-300)}`);
     tokens += Number(count);
@@ -66,7 +71,7 @@ async function requestsPerSecond(server: Server, streamed: boolean): Promise<num
   const client = new BenchClient(server.url, concurrency);
   const total = 800;
   const seconds = await runConcurrently(concurrency, total, async (i) => {
-    const response = await client.post("/v1/completions", { prompt: `request ${i}`, max_tokens: 8, stream: streamed, ...SAMPLING });
+    const response = await client.post("/v1/completions", { prompt: `request ${nextPromptId++}`, max_tokens: 8, stream: streamed, ...SAMPLING });
     if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${response.body.slice(0, 300)}`);
   });
   client.close();

@@ -44,6 +44,8 @@ export interface TimedResponse {
   body: string;
   /** Milliseconds from sending to the first body byte, and to the end. */
   firstByteMs: number;
+  /** Milliseconds until the body first matched `firstMatch` (e.g. the first generated text), or -1. */
+  firstMatchMs: number;
   totalMs: number;
 }
 
@@ -64,22 +66,24 @@ export class BenchClient {
    * Some servers (llama-server after a stream) close a kept-alive connection without saying so;
    * a request that dies on such a socket before any answer is sent again once.
    */
-  async post(path: string, body: unknown): Promise<TimedResponse> {
+  async post(path: string, body: unknown, firstMatch?: RegExp): Promise<TimedResponse> {
     try {
-      return await this.postOnce(path, body);
+      return await this.postOnce(path, body, true, firstMatch);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if (code === "ECONNRESET" || code === "EPIPE") return this.postOnce(path, body, false);
+      if (code === "ECONNRESET" || code === "EPIPE") return this.postOnce(path, body, false, firstMatch);
       throw error;
     }
   }
 
-  private postOnce(path: string, body: unknown, reuse = true): Promise<TimedResponse> {
+  private postOnce(path: string, body: unknown, reuse = true, firstMatch?: RegExp): Promise<TimedResponse> {
     const payload = Buffer.from(JSON.stringify(body));
     const url = new URL(path, this.base);
     return new Promise((resolve, reject) => {
       const started = performance.now();
       let firstByteMs = -1;
+      let firstMatchMs = -1;
+      let seen = "";
       const request = http.request(
         url,
         { method: "POST", agent: reuse ? this.agent : false, headers: { "content-type": "application/json", "content-length": payload.length } },
@@ -87,10 +91,14 @@ export class BenchClient {
           const chunks: Buffer[] = [];
           response.on("data", (chunk: Buffer) => {
             if (firstByteMs < 0) firstByteMs = performance.now() - started;
+            if (firstMatch && firstMatchMs < 0) {
+              seen += chunk.toString();
+              if (firstMatch.test(seen)) firstMatchMs = performance.now() - started;
+            }
             chunks.push(chunk);
           });
           response.on("end", () =>
-            resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString(), firstByteMs, totalMs: performance.now() - started }),
+            resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString(), firstByteMs, firstMatchMs, totalMs: performance.now() - started }),
           );
           response.on("error", reject);
         },

@@ -13,6 +13,8 @@ import { argValue, BenchClient, fixed, median, percentile, runConcurrently, tabl
 const ROUNDS = Number(argValue("rounds", "3"));
 const CONCURRENCIES = argValue("concurrency", "1,4,8").split(",").map(Number);
 const TOKENS = 64;
+/** Time to first token: the first streamed chunk that carries generated text (servers may send an empty one first). */
+const FIRST_TEXT = /"text":"[^"]/;
 const CONTEXT_PER_SEQUENCE = 2048;
 const THREADS = 1;
 
@@ -55,10 +57,9 @@ async function httpSample(url: string, concurrency: number): Promise<Sample> {
       stream: true,
       stream_options: { include_usage: true },
       seed: i,
-    });
+    }, FIRST_TEXT);
     if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${response.body}`);
-    // The first chunk after the headers carries the first token.
-    ttftMs.push(response.firstByteMs);
+    ttftMs.push(response.firstMatchMs);
     const usage = /"usage":\{"prompt_tokens":\d+,"completion_tokens":(\d+)/.exec(response.body);
     tokens += Number(usage?.[1] ?? 0);
   });
