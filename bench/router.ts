@@ -25,6 +25,16 @@ const CONCURRENCY = 16;
 const REQUESTS_PER_ROUND = Number(argValue("requests", "1200"));
 const LATENCY_SAMPLES = Number(argValue("latency-samples", "400"));
 const THREADS = 1;
+/**
+ * `--pin`: the runtime on CPU 0, the router and this load generator on CPU 1 (taskset), as in a
+ * cluster where the router pod does not share the model pod's CPU. Without it all three share both.
+ */
+const PIN = process.argv.includes("--pin");
+
+/** The command line, under `taskset -c <cpu>` when pinning. */
+function pinned(cpu: number, command: string, args: string[]): [string, string[]] {
+  return PIN ? ["taskset", ["-c", String(cpu), command, ...args]] : [command, args];
+}
 
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
@@ -36,9 +46,8 @@ async function stopChild(child: ChildProcess): Promise<void> {
 async function startRuntime(model: string) {
   const port = await freePort();
   const child = spawn(
-    process.execPath,
-    [CLI, "runtime", "--model", model, "--model-id", "tiny", "--host", "127.0.0.1", "--port", String(port), "--threads", String(THREADS),
-      "--parallel", String(CONCURRENCY), "--context-size", "256", "--max-queue", "1024", "--log-level", "warn"],
+    ...pinned(0, process.execPath, [CLI, "runtime", "--model", model, "--model-id", "tiny", "--host", "127.0.0.1", "--port", String(port),
+      "--threads", String(THREADS), "--parallel", String(CONCURRENCY), "--context-size", "256", "--max-queue", "1024", "--log-level", "warn"]),
     { stdio: ["ignore", "ignore", "inherit"] },
   );
   const url = `http://127.0.0.1:${port}`;
@@ -52,8 +61,8 @@ async function startRouter(upstreams: string) {
   const main = path.join(PACKAGE_ROOT, "dist/router/main.js");
   const script = `const { routerCommand } = await import(${JSON.stringify(main)}); await routerCommand().parseAsync(process.argv.slice(1), { from: "user" });`;
   const child = spawn(
-    process.execPath,
-    ["--input-type=module", "-e", script, "--", "--upstream", upstreams, "--host", "127.0.0.1", "--port", String(port), "--rate-limit-points", "0", "--log-level", "warn"],
+    ...pinned(1, process.execPath, ["--input-type=module", "-e", script, "--", "--upstream", upstreams, "--host", "127.0.0.1", "--port", String(port),
+      "--rate-limit-points", "0", "--log-level", "warn"]),
     { stdio: ["ignore", "ignore", "inherit"] },
   );
   const url = `http://127.0.0.1:${port}`;
@@ -182,6 +191,7 @@ async function rateLimitCost(redisUrl: string | undefined, checks: number): Prom
 }
 
 async function main(): Promise<void> {
+  if (PIN) spawnSync("taskset", ["-pc", "1", String(process.pid)], { stdio: "ignore" });
   const tiny = await ensureTestModel("tiny");
   const cleanups: (() => Promise<void> | void)[] = [];
   const rows: (string | number)[][] = [];
@@ -255,7 +265,7 @@ async function main(): Promise<void> {
   console.log(
     `\nRouter vs straight to the runtime: tiny model, runtime with ${THREADS} thread and ${CONCURRENCY} parallel sequences, ` +
       `router as its own process (rate limits off for the A/B rows), median of ${ROUNDS} alternating rounds of ${REQUESTS_PER_ROUND} requests, ` +
-      `${LATENCY_SAMPLES} interleaved latency samples, 800 stamped chunks; client, router and runtime share this machine's ${(await import("node:os")).availableParallelism()} CPUs\n`,
+      `${LATENCY_SAMPLES} interleaved latency samples, 800 stamped chunks; ${PIN ? "runtime pinned to CPU 0, router and client to CPU 1" : `client, router and runtime share this machine's ${(await import("node:os")).availableParallelism()} CPUs`}\n`,
   );
   console.log(table(["measure", "direct", "through the router", "router cost"], rows));
 }
