@@ -4,11 +4,10 @@
  * The ratio HTTP/in-process is Corral's overhead (goal >= 0.95). Also requests/s on the tiny
  * model at concurrency 16 with 8-token completions. Prints markdown tables.
  */
-import { spawn } from "node:child_process";
 import { getLlama, LlamaCompletion } from "node-llama-cpp";
 import { ensureTestModel } from "../test/helpers/test-models.js";
-import { CLI, freePort, waitFor } from "../test/helpers/runtime.js";
-import { argValue, BenchClient, fixed, median, percentile, runConcurrently, table } from "./lib.js";
+import { CLI, freePort } from "../test/helpers/runtime.js";
+import { argValue, BenchClient, fixed, median, percentile, runConcurrently, startServer, table, type Server } from "./lib.js";
 
 const ROUNDS = Number(argValue("rounds", "3"));
 const CONCURRENCIES = argValue("concurrency", "1,4,8").split(",").map(Number);
@@ -23,23 +22,11 @@ interface Sample {
   ttftMs: number[];
 }
 
-async function startRuntime(model: string, parallel: number, contextSize: number) {
+async function startRuntime(model: string, parallel: number, contextSize: number): Promise<Server> {
   const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port), "--threads", String(THREADS),
-      "--parallel", String(parallel), "--context-size", String(contextSize), "--max-queue", "1024", "--log-level", "warn"],
-    { stdio: ["ignore", "ignore", "inherit"] },
-  );
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await fetch(`${url}/readyz`)).ok, "runtime ready", 120_000);
-  return {
-    url,
-    stop: async () => {
-      child.kill("SIGTERM");
-      await new Promise((resolve) => child.once("exit", resolve));
-    },
-  };
+  return startServer(process.execPath, [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port),
+    "--threads", String(THREADS), "--parallel", String(parallel), "--context-size", String(contextSize), "--max-queue", "1024",
+    "--log-level", "warn"], port, "/readyz");
 }
 
 const prompt = (i: number) => `Once upon a time, in a village number ${i}, there lived`;
