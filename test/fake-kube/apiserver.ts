@@ -37,6 +37,7 @@ import {
   blockingError,
   deepEqual,
   isPlainObject,
+  OBJECT_META_FIELDS,
   prune,
   validateCelRules,
   validateSchema,
@@ -82,23 +83,8 @@ export const PATCH_TYPES = {
   apply: "application/apply-patch+yaml",
 } as const;
 
-const META_ORDER = [
-  "name",
-  "generateName",
-  "namespace",
-  "selfLink",
-  "uid",
-  "resourceVersion",
-  "generation",
-  "creationTimestamp",
-  "deletionTimestamp",
-  "deletionGracePeriodSeconds",
-  "labels",
-  "annotations",
-  "ownerReferences",
-  "finalizers",
-  "managedFields",
-];
+// ObjectMeta fields in the order kube-apiserver serialises them.
+const META_ORDER = [...OBJECT_META_FIELDS];
 
 function orderMeta(meta: Obj): Obj {
   const out: Obj = {};

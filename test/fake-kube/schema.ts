@@ -57,6 +57,7 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === "object" && !Array.isArray(v);
 }
 
+/** ObjectMeta fields, in kube-apiserver's serialisation order. */
 export const OBJECT_META_FIELDS = new Set([
   "name",
   "generateName",
