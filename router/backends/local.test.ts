@@ -135,6 +135,18 @@ describe("LocalBackend", () => {
     expect(backend.readyEndpoints("a")).toHaveLength(1);
   });
 
+  it("takes an endpoint that refuses connections out of rotation at once, and routes to the restarted one", async () => {
+    const backend = makeBackend({ initialModel: "a" });
+    await backend.start();
+    await backend.ensureReady("a", AbortSignal.timeout(10_000));
+    const [dead] = backend.readyEndpoints("a");
+    process.kill(backend.runtimePid("a")!, "SIGKILL");
+    backend.reportFailure("a", dead!, Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }));
+    expect(backend.readyEndpoints("a")).toEqual([]);
+    await backend.ensureReady("a", AbortSignal.timeout(10_000));
+    expect(backend.readyEndpoints("a")[0]!.id).not.toBe(dead!.id);
+  });
+
   it("restarts a runtime that was killed, on a new endpoint", async () => {
     const backend = makeBackend();
     await backend.start();

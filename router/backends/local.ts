@@ -204,9 +204,19 @@ class LocalModel {
     clearTimeout(kill);
   }
 
-  /** The proxy could not reach the endpoint: probe now rather than at the next tick. */
-  probeSoon(): void {
-    if (this.state === "ready") this.scheduleProbe(0);
+  /**
+   * The proxy could not reach the endpoint. Nothing listening (a crash whose exit this process has
+   * not seen yet) takes it out of rotation at once, so requests wait for the restart instead of
+   * failing on a dead port; anything else is probed now rather than at the next tick.
+   */
+  probeSoon(endpoint: Endpoint, error: Error & { code?: string }): void {
+    if (this.state !== "ready") return;
+    if (error.code === "ECONNREFUSED" && this.ready.some((ready) => ready.id === endpoint.id)) {
+      this.log.warn({ endpoint: endpoint.id }, "runtime refused a connection; not routing to it until it answers again");
+      this.setReady(undefined);
+      this.state = "loading";
+    }
+    this.scheduleProbe(0);
   }
 
   private async spawnChild(): Promise<void> {
@@ -533,8 +543,8 @@ export class LocalBackend implements Backend {
     return this.models.get(modelId)?.pid;
   }
 
-  reportFailure(modelId: string): void {
-    this.models.get(modelId)?.probeSoon();
+  reportFailure(modelId: string, endpoint: Endpoint, error: Error): void {
+    this.models.get(modelId)?.probeSoon(endpoint, error);
   }
 
   private model(modelId: string): LocalModel {
