@@ -157,6 +157,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
 
   function record(endpoint: string, result: GenerationResult, started: number): void {
     metrics.promptTokens.inc(result.promptTokens);
+    metrics.promptTokensReused.inc(result.reusedPromptTokens);
     metrics.completionTokens.inc(result.completionTokens);
     if (result.timeToFirstTokenSeconds !== undefined) metrics.timeToFirstToken.observe(result.timeToFirstTokenSeconds);
     if (result.decodeSeconds > 0 && result.completionTokens > 1) {
@@ -172,6 +173,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
         status,
         durationMs: Math.round(performance.now() - started),
         promptTokens: result.promptTokens,
+        reusedPromptTokens: result.reusedPromptTokens,
         completionTokens: result.completionTokens,
         finishReason: result.finishReason,
       },

@@ -1,6 +1,5 @@
 import {
   getLlama,
-  LlamaCompletion,
   LlamaLogLevel,
   LlamaText,
   resolveChatWrapper,
@@ -17,6 +16,8 @@ import { payloadTooLarge } from "../common/errors.js";
 import type { FinishReason } from "../common/api.js";
 import { SlotPool } from "./slots.js";
 import type { SamplingPlan } from "./sampling.js";
+import { BatchDecoder, reusablePrefix, type DecoderSlot } from "./decoder.js";
+import { nativeHandles, sequenceIdOf } from "./native.js";
 
 export type GpuChoice = "auto" | "cuda" | "vulkan" | "off";
 
@@ -56,6 +57,8 @@ export interface GenerationResult {
   timeToFirstTokenSeconds?: number;
   /** Seconds spent generating after the first token. */
   decodeSeconds: number;
+  /** Prompt tokens reused from the sequence's previous request rather than decoded again. */
+  reusedPromptTokens: number;
   aborted: boolean;
 }
 
@@ -66,10 +69,9 @@ export interface GenerationHooks {
   onStart?: () => void;
 }
 
-interface Slot {
-  index: number;
+interface Slot extends DecoderSlot {
+  /** Held so node-llama-cpp never hands this sequence id to anything else. */
   sequence: LlamaContextSequence;
-  completion: LlamaCompletion;
 }
 
 const DEFAULT_CONTEXT = 4096;
@@ -88,6 +90,7 @@ export class Engine {
     private readonly chatWrapper: ChatWrapper,
     readonly threads: number,
     private readonly bosToken: Token | null,
+    private readonly decoder: BatchDecoder,
   ) {}
 
   static async load(options: EngineOptions): Promise<Engine> {
@@ -120,14 +123,21 @@ export class Engine {
       flashAttention: "auto",
       failedCreationRemedy: false,
     });
+    const native = nativeHandles(llama, model, context);
     const slots: Slot[] = [];
     for (let index = 0; index < options.parallel; index++) {
       const sequence = context.getSequence();
-      slots.push({ index, sequence, completion: new LlamaCompletion({ contextSequence: sequence }) });
+      slots.push({ sequence, sequenceId: sequenceIdOf(sequence), sampler: native.createSampler(), cached: [] });
     }
+    const decoder = new BatchDecoder(
+      native.context,
+      { isEogToken: (token) => model.isEogToken(token), detokenize: (tokens, lastTokens) => model.detokenize(tokens, false, lastTokens) },
+      context.batchSize,
+      context.contextSize,
+    );
     const chatWrapper = resolveChatWrapper(model);
     const bos = model.tokens.shouldPrependBosToken ? model.tokens.bos : null;
-    return new Engine(llama, model, context, new SlotPool(slots, options.maxQueue), slots, chatWrapper, options.threads, bos);
+    return new Engine(llama, model, context, new SlotPool(slots, options.maxQueue), slots, chatWrapper, options.threads, bos, decoder);
   }
 
   get contextSize(): number {
@@ -195,56 +205,59 @@ export class Engine {
   /** Runs one generation on a free sequence (waiting in the queue if needed). */
   async generate(prepared: PreparedPrompt, plan: SamplingPlan, hooks: GenerationHooks = {}, admitted = false): Promise<GenerationResult> {
     const started = performance.now();
-    const slot = admitted ? await this.pool.acquireAdmitted(hooks.signal) : await this.pool.acquire(hooks.signal);
+    const prompt = this.bosToken === null ? prepared.tokens : [this.bosToken, ...prepared.tokens];
+    // A free sequence that already holds the longest start of this prompt decodes the least.
+    const prefer = (slot: Slot) => reusablePrefix(slot.cached, prompt);
+    const slot = admitted ? await this.pool.acquireAdmitted(hooks.signal, prefer) : await this.pool.acquire(hooks.signal, prefer);
     try {
       hooks.onStart?.();
-      return await this.run(slot, prepared, plan, hooks, started);
+      const stops = this.stopTriggers(prepared.stopTriggers, plan.stop);
+      const result = await this.decoder.generate(slot, {
+        prompt,
+        plan,
+        stopStrings: stops.strings,
+        stopTokenSequences: stops.tokenSequences,
+        signal: hooks.signal,
+        onText: hooks.onText,
+      });
+      const ended = performance.now();
+      return {
+        text: result.text,
+        finishReason: result.finishReason,
+        promptTokens: prepared.promptTokens,
+        completionTokens: result.completionTokens,
+        timeToFirstTokenSeconds: result.firstTokenAt === undefined ? undefined : (result.firstTokenAt - started) / 1000,
+        decodeSeconds: result.firstTokenAt === undefined ? 0 : (ended - result.firstTokenAt) / 1000,
+        reusedPromptTokens: result.reusedPromptTokens,
+        aborted: result.aborted,
+      };
     } finally {
       this.pool.release(slot);
     }
   }
 
-  private async run(slot: Slot, prepared: PreparedPrompt, plan: SamplingPlan, hooks: GenerationHooks, started: number): Promise<GenerationResult> {
-    let reportedTokens = 0;
-    let firstTokenAt: number | undefined;
-    const penalize = plan.repetitionPenalty !== 1 || plan.presencePenalty !== 0 || plan.frequencyPenalty !== 0;
-    const stopTriggers = [...prepared.stopTriggers, ...plan.stop.filter((s) => s.length > 0)];
-    const response = await slot.completion.generateCompletionWithMeta(prepared.tokens, {
-      maxTokens: plan.maxTokens,
-      temperature: plan.temperature,
-      topK: plan.topK,
-      topP: plan.topP,
-      seed: plan.seed,
-      repeatPenalty: penalize
-        ? { penalty: plan.repetitionPenalty, presencePenalty: plan.presencePenalty, frequencyPenalty: plan.frequencyPenalty, lastTokens: 64 }
-        : false,
-      customStopTriggers: stopTriggers.length > 0 ? stopTriggers : undefined,
-      disableContextShift: true,
-      signal: hooks.signal,
-      stopOnAbortSignal: true,
-      onToken: (tokens) => {
-        if (firstTokenAt === undefined) firstTokenAt = performance.now();
-        reportedTokens += tokens.length;
-      },
-      onTextChunk: hooks.onText,
-    });
-    const ended = performance.now();
-    const stopReason = response.metadata.stopReason;
-    // Usage counts every sampled token, the end-of-generation one included (as llama-server and
-    // vLLM do). onToken under-reports (it holds back half UTF-8 characters and skips end
-    // tokens), so count what the sequence evaluated: every sampled token but the last one is fed
-    // back into it.
-    const evaluated = slot.sequence.nextTokenIndex - prepared.promptTokens;
-    const completionTokens = evaluated >= 0 ? Math.max(reportedTokens, evaluated + 1) : reportedTokens;
-    return {
-      text: response.response,
-      finishReason: stopReason === "maxTokens" ? "length" : "stop",
-      promptTokens: prepared.promptTokens,
-      completionTokens,
-      timeToFirstTokenSeconds: firstTokenAt === undefined ? undefined : (firstTokenAt - started) / 1000,
-      decodeSeconds: firstTokenAt === undefined ? 0 : (ended - firstTokenAt) / 1000,
-      aborted: stopReason === "abort",
-    };
+  /**
+   * Splits stop triggers into text to watch the output for (the request's `stop` strings and
+   * plain-text template triggers) and token sequences (template triggers made of special tokens,
+   * which have no text to match).
+   */
+  private stopTriggers(triggers: readonly (LlamaText | string)[], stop: readonly string[]): { strings: string[]; tokenSequences: Token[][] } {
+    const strings = stop.filter((s) => s.length > 0);
+    const tokenSequences: Token[][] = [];
+    for (const trigger of triggers) {
+      if (typeof trigger === "string") {
+        if (trigger.length > 0) strings.push(trigger);
+        continue;
+      }
+      if (trigger.values.every((value) => typeof value === "string")) {
+        const text = trigger.toString();
+        if (text.length > 0) strings.push(text);
+      } else {
+        const tokens = trigger.tokenize(this.model.tokenizer);
+        if (tokens.length > 0) tokenSequences.push(tokens);
+      }
+    }
+    return { strings, tokenSequences };
   }
 
   /** Stops admitting work; requests still waiting get 503. */
@@ -253,7 +266,11 @@ export class Engine {
   }
 
   async dispose(): Promise<void> {
-    for (const slot of this.slots) slot.completion.dispose({ disposeSequence: true });
+    await this.decoder.idle();
+    for (const slot of this.slots) {
+      slot.sampler.dispose();
+      slot.sequence.dispose();
+    }
     await this.context.dispose();
     await this.model.dispose();
     await this.llama.dispose();

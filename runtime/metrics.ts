@@ -14,6 +14,11 @@ export function createRuntimeMetrics(model: string) {
       registers: [registry],
     }),
     promptTokens: new Counter({ name: "corral_runtime_prompt_tokens_total", help: "Prompt tokens processed.", registers: [registry] }),
+    promptTokensReused: new Counter({
+      name: "corral_runtime_prompt_tokens_reused_total",
+      help: "Prompt tokens a sequence still held from its previous request, so they were not decoded again.",
+      registers: [registry],
+    }),
     completionTokens: new Counter({ name: "corral_runtime_completion_tokens_total", help: "Tokens generated.", registers: [registry] }),
     timeToFirstToken: new Histogram({
       name: "corral_runtime_time_to_first_token_seconds",

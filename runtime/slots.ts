@@ -41,10 +41,14 @@ export class SlotPool<T> {
     return this.waiters.length + waiting <= this.maxQueue;
   }
 
-  acquire(signal?: AbortSignal): Promise<T> {
+  /**
+   * A free slot now, or a place in the queue. `prefer` scores free slots (highest wins; the most
+   * recently freed on a tie); a queued request takes whichever slot frees first.
+   */
+  acquire(signal?: AbortSignal, prefer?: (slot: T) => number): Promise<T> {
     if (this.closedReason !== undefined) return Promise.reject(serviceUnavailable(this.closedReason, 1));
     if (signal?.aborted) return Promise.reject(signal.reason);
-    const slot = this.free.pop();
+    const slot = this.takeFree(prefer);
     if (slot !== undefined) return Promise.resolve(slot);
     if (this.waiters.length >= this.maxQueue) {
       return Promise.reject(
@@ -55,9 +59,9 @@ export class SlotPool<T> {
   }
 
   /** Like acquire, but admission was already checked for a group (a batch), so it always queues. */
-  acquireAdmitted(signal?: AbortSignal): Promise<T> {
+  acquireAdmitted(signal?: AbortSignal, prefer?: (slot: T) => number): Promise<T> {
     if (this.closedReason !== undefined) return Promise.reject(serviceUnavailable(this.closedReason, 1));
-    const slot = this.free.pop();
+    const slot = this.takeFree(prefer);
     if (slot !== undefined) return Promise.resolve(slot);
     return this.enqueue(signal);
   }
@@ -79,6 +83,20 @@ export class SlotPool<T> {
       if (waiter.onAbort) waiter.signal?.removeEventListener("abort", waiter.onAbort);
       waiter.reject(serviceUnavailable(reason, 1));
     }
+  }
+
+  private takeFree(prefer?: (slot: T) => number): T | undefined {
+    if (prefer === undefined || this.free.length < 2) return this.free.pop();
+    let best = this.free.length - 1;
+    let bestScore = prefer(this.free[best]!);
+    for (let i = best - 1; i >= 0; i--) {
+      const score = prefer(this.free[i]!);
+      if (score > bestScore) {
+        best = i;
+        bestScore = score;
+      }
+    }
+    return this.free.splice(best, 1)[0];
   }
 
   private enqueue(signal?: AbortSignal): Promise<T> {

@@ -1,0 +1,303 @@
+import type { Token } from "node-llama-cpp";
+import type { FinishReason } from "../common/api.js";
+import type { NativeContext, NativeSampler } from "./native.js";
+import type { SamplingPlan } from "./sampling.js";
+import { TextAssembler, type Detokenize } from "./text-stream.js";
+
+/** The penalty window: llama-server's `repeat_last_n` default, counted over prompt and output. */
+const PENALTY_LAST_TOKENS = 64;
+
+/** One context sequence: its id, its sampler and the tokens whose KV cells it holds now. */
+export interface DecoderSlot {
+  readonly sequenceId: number;
+  readonly sampler: NativeSampler;
+  /** Tokens in the sequence's KV cache, in position order (kept between requests for prefix reuse). */
+  cached: Token[];
+}
+
+export interface DecodeRequest {
+  /** The whole prompt, BOS included. */
+  prompt: readonly Token[];
+  plan: SamplingPlan;
+  stopStrings: readonly string[];
+  /** Token sequences that end generation (a chat template's special end markers). */
+  stopTokenSequences: readonly (readonly Token[])[];
+  signal?: AbortSignal;
+  onText?: (text: string) => void;
+}
+
+export interface DecodeResult {
+  text: string;
+  finishReason: FinishReason;
+  /** Every sampled token, an end-of-generation one included. */
+  completionTokens: number;
+  /** Prompt tokens whose KV cells were reused from the slot's previous request. */
+  reusedPromptTokens: number;
+  /** performance.now() of the first sampled token. */
+  firstTokenAt?: number;
+  aborted: boolean;
+}
+
+export interface DecoderModel {
+  isEogToken(token: Token): boolean;
+  detokenize: Detokenize;
+}
+
+class Job {
+  /** Prompt tokens already decoded into the slot. */
+  fed: number;
+  /** The last sampled token, decoded in the next step. */
+  next: Token | undefined;
+  sampled = 0;
+  firstTokenAt: number | undefined;
+  /** This step's batch position whose logits are sampled, or -1. */
+  logitIndex = -1;
+  /** The last sampled tokens, as long as the longest stop token sequence. */
+  readonly tail: Token[] = [];
+  readonly assembler: TextAssembler;
+
+  constructor(
+    readonly slot: DecoderSlot,
+    readonly request: DecodeRequest,
+    readonly reused: number,
+    readonly resolve: (result: DecodeResult) => void,
+    readonly reject: (error: unknown) => void,
+    detokenize: Detokenize,
+  ) {
+    this.fed = reused;
+    this.assembler = new TextAssembler(detokenize, request.prompt, request.stopStrings);
+  }
+}
+
+/**
+ * Corral's decode loop over one llama.cpp context, shaped like llama-server's: each step builds
+ * one batch with the next token of every generating sequence first and prompt chunks after them
+ * up to the batch size, decodes it, and samples every sequence whose logits it produced. New
+ * requests join, and finished or aborted ones leave, between two steps, so joining never waits
+ * for a lock behind queued decodes. A slot keeps its KV cells after a request, and the next
+ * request on it decodes only the part of its prompt that differs.
+ */
+export class BatchDecoder {
+  private readonly incoming: Job[] = [];
+  private readonly active: Job[] = [];
+  private loop: Promise<void> | undefined;
+  /** Decodes run and tokens decoded, for /metrics and benchmarks. */
+  readonly stats = { steps: 0, batchTokens: 0 };
+
+  constructor(
+    private readonly native: NativeContext,
+    private readonly model: DecoderModel,
+    private readonly batchSize: number,
+    private readonly contextSize: number,
+  ) {}
+
+  /** Generates on `slot` (which the caller owns until this settles). */
+  generate(slot: DecoderSlot, request: DecodeRequest): Promise<DecodeResult> {
+    return new Promise<DecodeResult>((resolve, reject) => {
+      const reused = reusablePrefix(slot.cached, request.prompt);
+      this.incoming.push(new Job(slot, request, reused, resolve, reject, this.model.detokenize));
+      this.loop ??= this.run().finally(() => {
+        this.loop = undefined;
+        // A request that arrived as the loop was ending starts a new one.
+        if (this.incoming.length > 0) this.loop = this.run();
+      });
+    });
+  }
+
+  /** Resolves once no request is in flight. */
+  async idle(): Promise<void> {
+    while (this.loop) await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    for (;;) {
+      this.admit();
+      this.dropAborted();
+      if (this.active.length === 0) return;
+      await this.step();
+    }
+  }
+
+  /** Between steps: trims each new job's slot to the prompt prefix it shares and arms its sampler. */
+  private admit(): void {
+    for (const job of this.incoming.splice(0)) {
+      const { slot, request } = job;
+      if (request.signal?.aborted) {
+        job.resolve(this.result(job, "stop", true));
+        continue;
+      }
+      try {
+        if (slot.cached.length > job.reused) {
+          // Partial removal is refused by recurrent models; then the slot starts empty.
+          if (!this.native.removeTokenCellsFromSequence(slot.sequenceId, job.reused, -1)) {
+            this.native.removeTokenCellsFromSequence(slot.sequenceId, 0, -1);
+            job.fed = 0;
+          }
+          slot.cached.length = job.fed;
+        }
+        armSampler(slot.sampler, request.plan, request.prompt);
+      } catch (error) {
+        this.forget(slot);
+        job.reject(error);
+        continue;
+      }
+      if (request.plan.maxTokens <= 0) {
+        job.resolve(this.result(job, "length", false));
+        continue;
+      }
+      this.active.push(job);
+    }
+  }
+
+  private dropAborted(): void {
+    for (let i = this.active.length - 1; i >= 0; i--) {
+      const job = this.active[i]!;
+      if (job.request.signal?.aborted) {
+        this.active.splice(i, 1);
+        job.resolve(this.result(job, "stop", true));
+      }
+    }
+  }
+
+  private async step(): Promise<void> {
+    // Generating sequences first (one token each), then prompt chunks in arrival order.
+    let budget = this.batchSize;
+    const plan: { job: Job; tokens: Token[]; logits: boolean }[] = [];
+    for (const job of this.active) {
+      if (job.next !== undefined && budget > 0) {
+        plan.push({ job, tokens: [job.next], logits: true });
+        budget--;
+      }
+    }
+    for (const job of this.active) {
+      if (job.next !== undefined || budget === 0) continue;
+      const prompt = job.request.prompt;
+      const count = Math.min(prompt.length - job.fed, budget);
+      plan.push({ job, tokens: prompt.slice(job.fed, job.fed + count) as Token[], logits: job.fed + count === prompt.length });
+      budget -= count;
+    }
+    const size = this.batchSize - budget;
+    this.native.initBatch(size);
+    const noLogits = new Uint32Array(0);
+    for (const item of plan) {
+      const { job, tokens } = item;
+      const logitAt = item.logits ? Uint32Array.of(tokens.length - 1) : noLogits;
+      const indexes = this.native.addToBatch(job.slot.sequenceId, job.slot.cached.length, Uint32Array.from(tokens), logitAt);
+      job.logitIndex = item.logits ? indexes[0]! : -1;
+    }
+    try {
+      await this.native.decodeBatch();
+    } catch (error) {
+      for (const { job } of plan) this.fail(job, error);
+      return;
+    }
+    this.stats.steps++;
+    this.stats.batchTokens += size;
+    for (const { job, tokens } of plan) {
+      for (const token of tokens) job.slot.cached.push(token);
+      if (job.next === undefined) job.fed += tokens.length;
+    }
+    const sampling = plan.filter((item) => item.job.logitIndex >= 0);
+    let tokens: (Token | -1)[];
+    try {
+      tokens = await Promise.all(sampling.map(({ job }) => this.native.sampleToken(job.logitIndex, job.slot.sampler)));
+    } catch (error) {
+      for (const { job } of sampling) this.fail(job, error);
+      return;
+    }
+    const now = performance.now();
+    for (let i = 0; i < sampling.length; i++) this.accept(sampling[i]!.job, tokens[i]!, now);
+  }
+
+  /** Takes one sampled token: ends the job or queues the token for the next step. */
+  private accept(job: Job, token: Token | -1, now: number): void {
+    job.logitIndex = -1;
+    job.next = undefined;
+    if (token === -1) return this.finish(job, "stop");
+    job.sampled++;
+    job.firstTokenAt ??= now;
+    const { request } = job;
+    if (this.model.isEogToken(token)) return this.finish(job, "stop");
+    if (endsWithStopSequence(job, token)) return this.finish(job, "stop");
+    const text = job.assembler.push(token);
+    if (text.length > 0) request.onText?.(text);
+    if (job.assembler.stopped) return this.finish(job, "stop");
+    if (job.sampled >= request.plan.maxTokens || job.slot.cached.length + 1 > this.contextSize) return this.finish(job, "length");
+    job.next = token;
+  }
+
+  private finish(job: Job, reason: FinishReason): void {
+    const index = this.active.indexOf(job);
+    if (index >= 0) this.active.splice(index, 1);
+    const rest = job.assembler.finish();
+    if (rest.length > 0) job.request.onText?.(rest);
+    job.resolve(this.result(job, reason, false));
+  }
+
+  private fail(job: Job, error: unknown): void {
+    const index = this.active.indexOf(job);
+    if (index >= 0) this.active.splice(index, 1);
+    this.forget(job.slot);
+    job.reject(error);
+  }
+
+  /** After a failed decode the slot's cells are unknown: empty it. */
+  private forget(slot: DecoderSlot): void {
+    try {
+      this.native.removeTokenCellsFromSequence(slot.sequenceId, 0, -1);
+    } catch {
+      // The context itself is broken; the next decode reports it.
+    }
+    slot.cached = [];
+  }
+
+  private result(job: Job, finishReason: FinishReason, aborted: boolean): DecodeResult {
+    return {
+      text: job.assembler.text,
+      finishReason,
+      completionTokens: job.sampled,
+      reusedPromptTokens: job.reused,
+      firstTokenAt: job.firstTokenAt,
+      aborted,
+    };
+  }
+}
+
+/** How many leading prompt tokens a slot already holds; one is always left to decode for logits. */
+export function reusablePrefix(cached: readonly Token[], prompt: readonly Token[]): number {
+  const limit = Math.min(cached.length, prompt.length - 1);
+  let i = 0;
+  while (i < limit && cached[i] === prompt[i]) i++;
+  return i;
+}
+
+function endsWithStopSequence(job: Job, token: Token): boolean {
+  const sequences = job.request.stopTokenSequences;
+  if (sequences.length === 0) return false;
+  const { tail } = job;
+  tail.push(token);
+  let longest = 0;
+  for (const sequence of sequences) {
+    longest = Math.max(longest, sequence.length);
+    if (sequence.length > 0 && sequence.length <= tail.length && sequence.every((t, i) => tail[tail.length - sequence.length + i] === t)) return true;
+  }
+  if (tail.length > longest) tail.splice(0, tail.length - longest);
+  return false;
+}
+
+function armSampler(sampler: NativeSampler, plan: SamplingPlan, prompt: readonly Token[]): void {
+  const penalize = plan.repetitionPenalty !== 1 || plan.presencePenalty !== 0 || plan.frequencyPenalty !== 0;
+  sampler.applyConfig({
+    ...(plan.temperature > 0 ? { temperature: plan.temperature, topK: plan.topK, topP: plan.topP } : {}),
+    seed: plan.seed ?? Math.floor(Math.random() * 0xffffffff),
+    ...(penalize
+      ? {
+          repeatPenaltyTokens: Uint32Array.from(prompt.slice(-PENALTY_LAST_TOKENS)),
+          repeatPenalty: plan.repetitionPenalty,
+          repeatPenaltyMaxTokens: PENALTY_LAST_TOKENS,
+          repeatPenaltyPresencePenalty: plan.presencePenalty,
+          repeatPenaltyFrequencyPenalty: plan.frequencyPenalty,
+        }
+      : {}),
+  });
+}
