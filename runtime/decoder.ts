@@ -176,6 +176,11 @@ export class BatchDecoder {
       plan.push({ job, tokens: prompt.slice(job.fed, job.fed + count) as Token[], logits: job.fed + count === prompt.length });
       budget -= count;
     }
+    // llama.cpp splits a batch for a per-sequence KV cache (node-llama-cpp always makes one) into
+    // micro-batches of consecutive, ascending sequence ids; every micro-batch is a full pass
+    // over the weights. In arrival order a step of N tokens could cost up to N passes; in id
+    // order it costs one per run of consecutive ids (the engine hands out low ids first).
+    plan.sort((a, b) => a.job.slot.sequenceId - b.job.slot.sequenceId);
     const size = this.batchSize - budget;
     this.native.initBatch(size);
     const noLogits = new Uint32Array(0);

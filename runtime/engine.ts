@@ -206,8 +206,11 @@ export class Engine {
   async generate(prepared: PreparedPrompt, plan: SamplingPlan, hooks: GenerationHooks = {}, admitted = false): Promise<GenerationResult> {
     const started = performance.now();
     const prompt = this.bosToken === null ? prepared.tokens : [this.bosToken, ...prepared.tokens];
-    // A free sequence that already holds the longest start of this prompt decodes the least.
-    const prefer = (slot: Slot) => reusablePrefix(slot.cached, prompt);
+    // A free sequence that already holds the longest start of this prompt decodes the least; on a
+    // tie the lowest sequence id, which keeps busy ids contiguous so a decode step stays one
+    // micro-batch (see BatchDecoder).
+    const parallel = this.slots.length;
+    const prefer = (slot: Slot) => reusablePrefix(slot.cached, prompt) * parallel + (parallel - 1 - slot.sequenceId);
     const slot = admitted ? await this.pool.acquireAdmitted(hooks.signal, prefer) : await this.pool.acquire(hooks.signal, prefer);
     try {
       hooks.onStart?.();
