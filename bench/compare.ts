@@ -8,6 +8,7 @@ import { ensureTestModel } from "../test/helpers/test-models.js";
 import { CLI, freePort } from "../test/helpers/runtime.js";
 import { argValue, BenchClient, fixed, median, runConcurrently, startServer, table, type Server } from "./lib.js";
 import { ensureLlamaServer } from "./llama-server.js";
+import { withRuntimeProcessEnv } from "../common/runtime-env.js";
 
 const ROUNDS = Number(argValue("rounds", "3"));
 const CONCURRENCIES = argValue("concurrency", "1,4,8").split(",").map(Number);
@@ -25,7 +26,7 @@ async function start(kind: Kind, model: string, slots: number, contextPerSlot: n
   if (kind === "corral") {
     return startServer(process.execPath, [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port),
       "--threads", String(THREADS), "--parallel", String(slots), "--context-size", String(contextPerSlot), "--max-queue", "4096",
-      "--log-level", "warn"], port, "/readyz");
+      "--log-level", "warn"], port, "/readyz", withRuntimeProcessEnv(process.env));
   }
   return startServer(binary, ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-t", String(THREADS), "-tb", String(THREADS),
     "--parallel", String(slots), "-c", String(contextPerSlot * slots), "--no-webui", "--log-disable"], port, "/health");

@@ -122,8 +122,8 @@ export interface Server {
 }
 
 /** Starts a server process and waits until `readyPath` answers 200. */
-export async function startServer(command: string, args: string[], port: number, readyPath: string): Promise<Server> {
-  const child = spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] });
+export async function startServer(command: string, args: string[], port: number, readyPath: string, env: NodeJS.ProcessEnv = process.env): Promise<Server> {
+  const child = spawn(command, args, { stdio: ["ignore", "ignore", "pipe"], env });
   let stderr = "";
   child.stderr!.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;

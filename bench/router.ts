@@ -19,6 +19,7 @@ import { RateLimiter } from "../router/ratelimit.js";
 import { CLI, freePort, waitFor } from "../test/helpers/runtime.js";
 import { ensureTestModel } from "../test/helpers/test-models.js";
 import { argValue, BenchClient, fixed, median, percentile, runConcurrently, table } from "./lib.js";
+import { withRuntimeProcessEnv } from "../common/runtime-env.js";
 
 const ROUNDS = Number(argValue("rounds", "5"));
 const CONCURRENCY = 16;
@@ -48,7 +49,7 @@ async function startRuntime(model: string) {
   const child = spawn(
     ...pinned(0, process.execPath, [CLI, "runtime", "--model", model, "--model-id", "tiny", "--host", "127.0.0.1", "--port", String(port),
       "--threads", String(THREADS), "--parallel", String(CONCURRENCY), "--context-size", "256", "--max-queue", "1024", "--log-level", "warn"]),
-    { stdio: ["ignore", "ignore", "inherit"] },
+    { stdio: ["ignore", "ignore", "inherit"], env: withRuntimeProcessEnv(process.env) },
   );
   const url = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${url}/readyz`)).ok, "runtime ready", 120_000);

@@ -8,6 +8,7 @@ import { getLlama, LlamaCompletion } from "node-llama-cpp";
 import { ensureTestModel } from "../test/helpers/test-models.js";
 import { CLI, freePort } from "../test/helpers/runtime.js";
 import { argValue, BenchClient, fixed, median, percentile, runConcurrently, startServer, table, type Server } from "./lib.js";
+import { withRuntimeProcessEnv } from "../common/runtime-env.js";
 
 const ROUNDS = Number(argValue("rounds", "3"));
 const CONCURRENCIES = argValue("concurrency", "1,4,8").split(",").map(Number);
@@ -26,7 +27,7 @@ async function startRuntime(model: string, parallel: number, contextSize: number
   const port = await freePort();
   return startServer(process.execPath, [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port),
     "--threads", String(THREADS), "--parallel", String(parallel), "--context-size", String(contextSize), "--max-queue", "1024",
-    "--log-level", "warn"], port, "/readyz");
+    "--log-level", "warn"], port, "/readyz", withRuntimeProcessEnv(process.env));
 }
 
 const prompt = (i: number) => `Once upon a time, in a village number ${i}, there lived`;

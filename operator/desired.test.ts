@@ -113,8 +113,15 @@ describe("desiredDeployment", () => {
     ).env;
     expect(env).toEqual([
       { name: "HOME", value: "/models/home" },
+      { name: "UV_THREADPOOL_SIZE", value: "1" },
       { name: "HF_TOKEN", valueFrom: { secretKeyRef: { name: "hf", key: "token" } } },
     ]);
+  });
+
+  it("runs the runtime with one libuv worker (decode and sampling stay on one thread), unless spec.env says otherwise", () => {
+    expect(container(model()).env).toContainEqual({ name: "UV_THREADPOOL_SIZE", value: "1" });
+    const env = container(model({ env: [{ name: "UV_THREADPOOL_SIZE", value: "4" }] })).env;
+    expect(env.filter((variable: { name: string }) => variable.name === "UV_THREADPOOL_SIZE")).toEqual([{ name: "UV_THREADPOOL_SIZE", value: "4" }]);
   });
 
   it("mounts the cache claim, or an emptyDir without one", () => {

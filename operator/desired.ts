@@ -14,6 +14,7 @@ import {
   type ModelSamplingDefaults,
 } from "../common/model-resource.js";
 import type { OperatorConfig } from "./config.js";
+import { RUNTIME_PROCESS_ENV } from "../common/runtime-env.js";
 
 /**
  * What the operator wants to exist for a Model: pure functions of the Model and the operator's
@@ -116,6 +117,7 @@ export function runtimeEnv(model: Model): EnvVar[] {
   const env: EnvVar[] = [
     // The root filesystem is read-only: HOME (and caches under it) live on the /tmp emptyDir.
     { name: "HOME", value: "/tmp" },
+    ...Object.entries(RUNTIME_PROCESS_ENV).map(([name, value]) => ({ name, value })),
   ];
   for (const variable of model.spec.env ?? []) {
     const at = env.findIndex((existing) => existing.name === variable.name);

@@ -81,7 +81,7 @@ export class BatchDecoder {
   private readonly incoming: Job[] = [];
   private readonly active: Job[] = [];
   private loop: Promise<void> | undefined;
-  /** Decodes run and tokens decoded, for /metrics and benchmarks. */
+  /** Decodes run and tokens decoded, for benchmarks. */
   readonly stats = { steps: 0, batchTokens: 0 };
 
   constructor(
@@ -89,6 +89,8 @@ export class BatchDecoder {
     private readonly model: DecoderModel,
     private readonly batchSize: number,
     private readonly contextSize: number,
+    /** Called after every decode step: tokens in its batch, sequences in it, seconds it took. */
+    private readonly onStep?: (tokens: number, sequences: number, seconds: number) => void,
   ) {}
 
   /** Generates on `slot` (which the caller owns until this settles). */
@@ -190,6 +192,7 @@ export class BatchDecoder {
       const indexes = this.native.addToBatch(job.slot.sequenceId, job.slot.cached.length, Uint32Array.from(tokens), logitAt);
       job.logitIndex = item.logits ? indexes[0]! : -1;
     }
+    const decodeStarted = performance.now();
     try {
       await this.native.decodeBatch();
     } catch (error) {
@@ -198,6 +201,7 @@ export class BatchDecoder {
     }
     this.stats.steps++;
     this.stats.batchTokens += size;
+    this.onStep?.(size, plan.length, (performance.now() - decodeStarted) / 1000);
     for (const { job, tokens } of plan) {
       for (const token of tokens) job.slot.cached.push(token);
       if (job.next === undefined) job.fed += tokens.length;

@@ -33,6 +33,8 @@ export interface EngineOptions {
   maxQueue: number;
   logger: Logger;
   onLoadProgress?: (fraction: number) => void;
+  /** Called after every batched decode: tokens and sequences in the batch, and seconds it took. */
+  onDecodeStep?: (tokens: number, sequences: number, seconds: number) => void;
 }
 
 export interface ChatTurn {
@@ -134,6 +136,7 @@ export class Engine {
       { isEogToken: (token) => model.isEogToken(token), detokenize: (tokens, lastTokens) => model.detokenize(tokens, false, lastTokens) },
       context.batchSize,
       context.contextSize,
+      options.onDecodeStep,
     );
     const chatWrapper = resolveChatWrapper(model);
     const bos = model.tokens.shouldPrependBosToken ? model.tokens.bos : null;

@@ -81,6 +81,11 @@ export async function run(config: RuntimeConfig, options: { logger?: Logger } = 
       maxQueue: config.maxQueue,
       logger: log,
       onLoadProgress: (fraction) => (state.loadFraction = fraction),
+      onDecodeStep: (tokens, sequences, seconds) => {
+        metrics.decodeStepSeconds.observe(seconds);
+        metrics.decodeStepSequences.observe(sequences);
+        metrics.decodeStepTokens.inc(tokens);
+      },
     });
     if (state.phase !== "loading") {
       await engine.dispose();

@@ -4,6 +4,7 @@ import { createInterface } from "node:readline";
 import type { Logger } from "../../common/logger.js";
 import { catalogEntry, type Catalog, type CatalogModel } from "../catalog.js";
 import { ModelStartError, type Backend, type CatalogEntry, type Endpoint, type ModelProgress, type ModelState, type ModelStatus } from "./types.js";
+import { withRuntimeProcessEnv } from "../../common/runtime-env.js";
 
 /**
  * Preloaded into every runtime child (`node --import data:...`): the child's stdin is a pipe from
@@ -228,7 +229,7 @@ class LocalModel {
       if (this.stopRequested) return;
       this.generation++;
       const args = ["--import", PARENT_WATCH_IMPORT, this.options.runtimeEntry, "runtime", ...this.runtimeArgs(port)];
-      const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, CORRAL_PARENT_WATCH: String(process.pid) } });
+      const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...withRuntimeProcessEnv(process.env), CORRAL_PARENT_WATCH: String(process.pid) } });
       this.child = child;
       this.lastError = null;
       this.failedProbes = 0;
