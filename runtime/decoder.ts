@@ -6,6 +6,8 @@ import { TextAssembler, type Detokenize } from "./text-stream.js";
 
 /** The penalty window: llama-server's `repeat_last_n` default, counted over prompt and output. */
 const PENALTY_LAST_TOKENS = 64;
+/** How long an idle loop waits for more requests before its first step (see startLoop). */
+const IDLE_JOIN_MS = 2;
 
 /** One context sequence: its id, its sampler and the tokens whose KV cells it holds now. */
 export interface DecoderSlot {
@@ -98,11 +100,22 @@ export class BatchDecoder {
     return new Promise<DecodeResult>((resolve, reject) => {
       const reused = reusablePrefix(slot.cached, request.prompt);
       this.incoming.push(new Job(slot, request, reused, resolve, reject, this.model.detokenize));
-      this.loop ??= this.run().finally(() => {
-        this.loop = undefined;
-        // A request that arrived as the loop was ending starts a new one.
-        if (this.incoming.length > 0) this.loop = this.run();
-      });
+      this.startLoop();
+    });
+  }
+
+  private startLoop(): void {
+    if (this.loop) return;
+    this.loop = (async () => {
+      // The loop was idle: requests that arrive together (clients answered in the same step
+      // send their next ones at once) join the same first step, one pass over the weights for
+      // all their prompts instead of one for the first and another for the rest.
+      await new Promise((resolve) => setTimeout(resolve, IDLE_JOIN_MS));
+      await this.run();
+    })().finally(() => {
+      this.loop = undefined;
+      // A request that arrived as the loop was ending starts a new one.
+      if (this.incoming.length > 0) this.startLoop();
     });
   }
 
