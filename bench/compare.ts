@@ -4,10 +4,9 @@
  * slot, same OpenAI-style requests, alternating A/B/A/B so drift on a noisy machine cancels.
  * Prints a markdown table with the Corral/llama-server ratio per row.
  */
-import { spawnSync } from "node:child_process";
 import { ensureTestModel } from "../test/helpers/test-models.js";
 import { CLI, freePort } from "../test/helpers/runtime.js";
-import { argValue, BenchClient, fixed, median, runConcurrently, startServer, table, type Server } from "./lib.js";
+import { argValue, BenchClient, fixed, median, PIN, pinned, pinSelf, runConcurrently, startServer, table, type Server } from "./lib.js";
 import { ensureLlamaServer } from "./llama-server.js";
 import { withRuntimeProcessEnv } from "../common/runtime-env.js";
 
@@ -19,26 +18,17 @@ const TOKENS = 64;
 /** Time to first token: the first streamed chunk that carries generated text (servers may send an empty one first). */
 const FIRST_TEXT = /"text":"[^"]/;
 const CONTEXT_PER_SLOT = 2048;
-/**
- * `--pin`: both servers on CPU 0, this load generator on CPU 1 (the cluster layout, where clients
- * do not share the model pod's CPUs). Without it the client competes with the server for cores.
- */
-const PIN = process.argv.includes("--pin");
-
-function pinned(command: string, args: string[]): [string, string[]] {
-  return PIN ? ["taskset", ["-c", "0", command, ...args]] : [command, args];
-}
 
 type Kind = "corral" | "llama-server";
 
 async function start(kind: Kind, model: string, slots: number, contextPerSlot: number, binary: string): Promise<Server> {
   const port = await freePort();
   if (kind === "corral") {
-    return startServer(...pinned(process.execPath, [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port),
+    return startServer(...pinned(0, process.execPath, [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port),
       "--threads", String(THREADS), "--parallel", String(slots), "--context-size", String(contextPerSlot), "--max-queue", "4096",
       "--log-level", "warn"]), port, "/readyz", withRuntimeProcessEnv(process.env));
   }
-  return startServer(...pinned(binary, ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-t", String(THREADS), "-tb", String(THREADS),
+  return startServer(...pinned(0, binary, ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-t", String(THREADS), "-tb", String(THREADS),
     "--parallel", String(slots), "-c", String(contextPerSlot * slots), "--no-webui", "--log-disable"]), port, "/health");
 }
 
@@ -111,7 +101,7 @@ async function abRounds<T>(model: string, slots: number, contextPerSlot: number,
 async function main(): Promise<void> {
   const binary = ensureLlamaServer();
   if (!binary) return;
-  if (PIN) spawnSync("taskset", ["-pc", "1", String(process.pid)], { stdio: "ignore" });
+  pinSelf(1);
   const rows: (string | number)[][] = [];
   for (const type of TYPES) {
     const model = await ensureTestModel("bench", type);

@@ -113,7 +113,7 @@ export class BenchClient {
   }
 }
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 
 export interface Server {
   url: string;
@@ -147,4 +147,20 @@ export async function startServer(command: string, args: string[], port: number,
       await new Promise((resolve) => child.once("exit", resolve));
     },
   };
+}
+
+/**
+ * `--pin`: servers on CPU 0, the load generator (and any helper process) on CPU 1, as in a cluster
+ * where clients do not share the model pod's CPUs. Without it everything shares both cores.
+ */
+export const PIN = process.argv.includes("--pin");
+
+/** The command line, under `taskset -c <cpu>` when pinning. */
+export function pinned(cpu: number, command: string, args: string[]): [string, string[]] {
+  return PIN ? ["taskset", ["-c", String(cpu), command, ...args]] : [command, args];
+}
+
+/** Moves this process to `cpu` when pinning. */
+export function pinSelf(cpu: number): void {
+  if (PIN) spawnSync("taskset", ["-pc", String(cpu), String(process.pid)], { stdio: "ignore" });
 }

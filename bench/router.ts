@@ -18,7 +18,7 @@ import { PACKAGE_ROOT } from "../common/package-root.js";
 import { RateLimiter } from "../router/ratelimit.js";
 import { CLI, freePort, waitFor } from "../test/helpers/runtime.js";
 import { ensureTestModel } from "../test/helpers/test-models.js";
-import { argValue, BenchClient, fixed, median, percentile, runConcurrently, table } from "./lib.js";
+import { argValue, BenchClient, fixed, median, percentile, PIN, pinned, pinSelf, runConcurrently, table } from "./lib.js";
 import { withRuntimeProcessEnv } from "../common/runtime-env.js";
 
 const ROUNDS = Number(argValue("rounds", "5"));
@@ -26,16 +26,7 @@ const CONCURRENCY = 16;
 const REQUESTS_PER_ROUND = Number(argValue("requests", "1200"));
 const LATENCY_SAMPLES = Number(argValue("latency-samples", "400"));
 const THREADS = 1;
-/**
- * `--pin`: the runtime on CPU 0, the router and this load generator on CPU 1 (taskset), as in a
- * cluster where the router pod does not share the model pod's CPU. Without it all three share both.
- */
-const PIN = process.argv.includes("--pin");
-
-/** The command line, under `taskset -c <cpu>` when pinning. */
-function pinned(cpu: number, command: string, args: string[]): [string, string[]] {
-  return PIN ? ["taskset", ["-c", String(cpu), command, ...args]] : [command, args];
-}
+// `--pin` (bench/lib.ts): the runtime on CPU 0, the router and this load generator on CPU 1.
 
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
@@ -192,7 +183,7 @@ async function rateLimitCost(redisUrl: string | undefined, checks: number): Prom
 }
 
 async function main(): Promise<void> {
-  if (PIN) spawnSync("taskset", ["-pc", "1", String(process.pid)], { stdio: "ignore" });
+  pinSelf(1);
   const tiny = await ensureTestModel("tiny");
   const cleanups: (() => Promise<void> | void)[] = [];
   const rows: (string | number)[][] = [];

@@ -83,8 +83,6 @@ export class BatchDecoder {
   private readonly incoming: Job[] = [];
   private readonly active: Job[] = [];
   private loop: Promise<void> | undefined;
-  /** Decodes run and tokens decoded, for benchmarks. */
-  readonly stats = { steps: 0, batchTokens: 0 };
 
   constructor(
     private readonly native: NativeContext,
@@ -212,8 +210,6 @@ export class BatchDecoder {
       for (const { job } of plan) this.fail(job, error);
       return;
     }
-    this.stats.steps++;
-    this.stats.batchTokens += size;
     this.onStep?.(size, plan.length, (performance.now() - decodeStarted) / 1000);
     for (const { job, tokens } of plan) {
       for (const token of tokens) job.slot.cached.push(token);

@@ -47,7 +47,10 @@ export interface PreparedPrompt {
   tokens: Token[];
   /** Tokens the model will see, BOS included: what `usage.prompt_tokens` reports. */
   promptTokens: number;
-  stopTriggers: readonly (LlamaText | string)[];
+  /** Template stop triggers with text: watched for in the output. */
+  stopStrings: readonly string[];
+  /** Template stop triggers made of special tokens (no text to match): matched as token sequences. */
+  stopTokenSequences: readonly (readonly Token[])[];
 }
 
 export interface GenerationResult {
@@ -170,7 +173,7 @@ export class Engine {
   /** Tokenizes a plain prompt and checks that it leaves room to generate. */
   preparePrompt(prompt: string): PreparedPrompt {
     const tokens = this.model.tokenize(prompt, false, this.bosToken === null ? undefined : "trimLeadingSpace");
-    return this.checkFits({ tokens, promptTokens: tokens.length + (this.bosToken === null ? 0 : 1), stopTriggers: [] });
+    return this.checkFits({ tokens, promptTokens: tokens.length + (this.bosToken === null ? 0 : 1), stopStrings: [], stopTokenSequences: [] });
   }
 
   /** Renders messages with the model's own chat template. */
@@ -188,7 +191,7 @@ export class Engine {
     return this.checkFits({
       tokens,
       promptTokens: tokens.length + (this.bosToken === null ? 0 : 1),
-      stopTriggers: state.stopGenerationTriggers.map((trigger) => LlamaText(trigger)),
+      ...this.splitStopTriggers(state.stopGenerationTriggers.map((trigger) => LlamaText(trigger))),
     });
   }
 
@@ -217,12 +220,12 @@ export class Engine {
     const slot = admitted ? await this.pool.acquireAdmitted(hooks.signal, prefer) : await this.pool.acquire(hooks.signal, prefer);
     try {
       hooks.onStart?.();
-      const stops = this.stopTriggers(prepared.stopTriggers, plan.stop);
+      const requested = plan.stop.filter((stop) => stop.length > 0);
       const result = await this.decoder.generate(slot, {
         prompt,
         plan,
-        stopStrings: stops.strings,
-        stopTokenSequences: stops.tokenSequences,
+        stopStrings: requested.length > 0 ? [...prepared.stopStrings, ...requested] : prepared.stopStrings,
+        stopTokenSequences: prepared.stopTokenSequences,
         signal: hooks.signal,
         onText: hooks.onText,
       });
@@ -243,27 +246,22 @@ export class Engine {
   }
 
   /**
-   * Splits stop triggers into text to watch the output for (the request's `stop` strings and
-   * plain-text template triggers) and token sequences (template triggers made of special tokens,
-   * which have no text to match).
+   * Splits a template's stop triggers into text to watch the output for and token sequences
+   * (triggers made of special tokens, which have no text to match).
    */
-  private stopTriggers(triggers: readonly (LlamaText | string)[], stop: readonly string[]): { strings: string[]; tokenSequences: Token[][] } {
-    const strings = stop.filter((s) => s.length > 0);
-    const tokenSequences: Token[][] = [];
+  private splitStopTriggers(triggers: readonly LlamaText[]): Pick<PreparedPrompt, "stopStrings" | "stopTokenSequences"> {
+    const stopStrings: string[] = [];
+    const stopTokenSequences: Token[][] = [];
     for (const trigger of triggers) {
-      if (typeof trigger === "string") {
-        if (trigger.length > 0) strings.push(trigger);
-        continue;
-      }
       if (trigger.values.every((value) => typeof value === "string")) {
         const text = trigger.toString();
-        if (text.length > 0) strings.push(text);
+        if (text.length > 0) stopStrings.push(text);
       } else {
         const tokens = trigger.tokenize(this.model.tokenizer);
-        if (tokens.length > 0) tokenSequences.push(tokens);
+        if (tokens.length > 0) stopTokenSequences.push(tokens);
       }
     }
-    return { strings, tokenSequences };
+    return { stopStrings, stopTokenSequences };
   }
 
   /** Stops admitting work; requests still waiting get 503. */
