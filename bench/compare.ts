@@ -14,6 +14,9 @@ const ROUNDS = Number(argValue("rounds", "3"));
 const CONCURRENCIES = argValue("concurrency", "1,4,8").split(",").map(Number);
 const TYPES = argValue("types", "q8_0,f16").split(",") as ("q8_0" | "f16")[];
 const THREADS = Number(argValue("threads", "1"));
+/** Completions each concurrent client sends per measurement; more gives steadier figures. */
+const REQUESTS_PER_CLIENT = Number(argValue("requests-per-client", "2"));
+const TINY = argValue("tiny", "on") === "on";
 const TOKENS = 64;
 /** Time to first token: the first streamed chunk that carries generated text (servers may send an empty one first). */
 const FIRST_TEXT = /"text":"[^"]/;
@@ -21,15 +24,28 @@ const CONTEXT_PER_SLOT = 2048;
 
 type Kind = "corral" | "llama-server";
 
+/**
+ * Which llama.cpp binaries Corral's runtime loaded. llama-server here is compiled for this CPU
+ * (GGML_NATIVE); node-llama-cpp's prebuilt binaries are generic CPU variants, ~7% slower per F16
+ * step on a Zen 2 host. `npm run build:llama` makes the comparison like for like.
+ */
+let corralLlamaBuild = "unknown";
+
 async function start(kind: Kind, model: string, slots: number, contextPerSlot: number, binary: string): Promise<Server> {
   const port = await freePort();
   if (kind === "corral") {
-    return startServer(...pinned(0, process.execPath, [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port),
+    const server = await startServer(...pinned(0, process.execPath, [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port),
       "--threads", String(THREADS), "--parallel", String(slots), "--context-size", String(contextPerSlot), "--max-queue", "4096",
       "--log-level", "warn"]), port, "/readyz", withRuntimeProcessEnv(process.env));
+    corralLlamaBuild = ((await (await fetch(`${server.url}/info`)).json()) as { llama_build: string }).llama_build;
+    return server;
   }
   return startServer(...pinned(0, binary, ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-t", String(THREADS), "-tb", String(THREADS),
-    "--parallel", String(slots), "-c", String(contextPerSlot * slots), "--no-webui", "--log-disable"]), port, "/health");
+    "--parallel", String(slots), "-c", String(contextPerSlot * slots), "--no-webui", "--log-disable",
+    // Its RAM prompt cache only helps repeated prompts; with every prompt new it only grows, and
+    // requests/s on the tiny model falls with it (~1,000 -> ~640 over 4,000 requests). Off, this
+    // measures llama-server at its best.
+    "--cache-ram", "0"]), port, "/health");
 }
 
 /** Every prompt is new, so neither server answers from a cache of earlier identical prompts. */
@@ -42,12 +58,12 @@ interface Throughput {
   ttftMs: number[];
 }
 
-/** C concurrent streamed 64-token completions, 2 per client. */
+/** C concurrent streamed 64-token completions, REQUESTS_PER_CLIENT per client. */
 async function throughput(server: Server, concurrency: number): Promise<Throughput> {
   const client = new BenchClient(server.url, concurrency);
   const ttftMs: number[] = [];
   let tokens = 0;
-  const seconds = await runConcurrently(concurrency, concurrency * 2, async (i) => {
+  const seconds = await runConcurrently(concurrency, concurrency * REQUESTS_PER_CLIENT, async (i) => {
     const response = await client.post("/v1/completions", {
       prompt: `Once upon a time, in a village number ${nextPromptId++}, there lived`,
       max_tokens: TOKENS,
@@ -115,13 +131,15 @@ async function main(): Promise<void> {
     }
   }
   const tiny = await ensureTestModel("tiny");
-  for (const streamed of [false, true]) {
+  for (const streamed of TINY ? [false, true] : []) {
     const results = await abRounds(tiny, 16, 256, binary, (server) => requestsPerSecond(server, streamed));
     const rps = (kind: Kind) => median(results[kind]);
     rows.push([`tiny C=16 ${streamed ? "streamed" : "plain"} req/s`, fixed(rps("corral")), fixed(rps("llama-server")), fixed(rps("corral") / rps("llama-server"), 2)]);
   }
   console.log(`\nCorral runtime vs llama-server: ${THREADS} thread(s), ${TOKENS}-token completions, ${CONTEXT_PER_SLOT} context per slot, ` +
-    `median of ${ROUNDS} A/B rounds${PIN ? ", servers pinned to CPU 0 and this client to CPU 1" : ", servers and client share the CPUs"}. Ratio > 1 means Corral is better (for TTFT: llama-server's / Corral's).\n`);
+    `median of ${ROUNDS} A/B rounds${PIN ? ", servers pinned to CPU 0 and this client to CPU 1" : ", servers and client share the CPUs"}. ` +
+    `Corral's llama.cpp: ${corralLlamaBuild === "localBuild" ? "local build for this CPU, as llama-server's" : `${corralLlamaBuild} (llama-server is built for this CPU; \`npm run build:llama\` compares like for like)`}. ` +
+    `Ratio > 1 means Corral is better (for TTFT: llama-server's / Corral's).\n`);
   console.log(table(["row", "Corral", "llama-server", "ratio"], rows));
 }
 

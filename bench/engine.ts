@@ -21,18 +21,23 @@ const PROMPT = 16;
 const CONTEXT_PER_SEQUENCE = 2048;
 const FLASH = argValue("flash-attention", "auto");
 const ORDER = argValue("order", "ascending");
+const MMAP = argValue("mmap", "on") === "on";
+/** The API's default repetition penalty over the runtime's 64-token window, as the server arms it. */
+const PENALTY = argValue("penalty", "on") === "on"
+  ? { repeatPenalty: 1.15, repeatPenaltyMaxTokens: 64, repeatPenaltyTokens: new Uint32Array(0), repeatPenaltyPresencePenalty: 0, repeatPenaltyFrequencyPenalty: 0 }
+  : {};
 
 const rows: string[][] = [];
 const llama = await getLlama({ gpu: false, build: "never", maxThreads: THREADS });
 for (const type of TYPES) {
-  const model = await llama.loadModel({ modelPath: await ensureTestModel(KIND, type) });
+  const model = await llama.loadModel({ modelPath: await ensureTestModel(KIND, type), useMmap: MMAP });
   for (const sequences of BATCHES) {
     const context = await model.createContext({ sequences, contextSize: CONTEXT_PER_SEQUENCE, batchSize: 512, threads: THREADS,
       flashAttention: FLASH === "auto" ? "auto" : FLASH === "on" } as Parameters<typeof model.createContext>[0]);
     const handles = nativeHandles(llama, model, context);
     const native = handles.context;
     const samplers = Array.from({ length: sequences }, () => handles.createSampler());
-    samplers.forEach((sampler, i) => sampler.applyConfig({ temperature: 0.7, topK: 80, topP: 0.9, seed: i }));
+    samplers.forEach((sampler, i) => (sampler.applyConfig({ temperature: 0.7, topK: 80, topP: 0.9, seed: i, ...PENALTY })));
     // Prompts: PROMPT arbitrary tokens per sequence, all in one batch.
     native.initBatch(PROMPT * sequences);
     const logitIndexes: number[] = [];

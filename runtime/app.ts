@@ -216,6 +216,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
       in_flight: state.inFlight,
       threads: state.threads,
       backend: llama ? (llama.gpu === false ? "cpu" : llama.gpu) : null,
+      llama_build: llama?.buildType ?? null,
       devices: llama && llama.gpu !== false ? await llama.getGpuDeviceNames().catch(() => []) : [],
       memory: {
         rss_bytes: process.memoryUsage().rss,

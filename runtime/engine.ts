@@ -113,6 +113,9 @@ export class Engine {
         else log.debug({ source: "llama.cpp" }, text);
       },
     });
+    // A local build (`npm run build:llama`) is compiled for this CPU; the prebuilt one picks the
+    // closest of its generic CPU variants, which costs F16 models ~7% per step (bench/README.md).
+    log.info({ llamaBuild: llama.buildType }, llama.buildType === "localBuild" ? "llama.cpp: local build" : "llama.cpp: prebuilt binaries");
     const model = await llama.loadModel({
       modelPath: options.modelPath,
       gpuLayers: options.gpu === "off" ? 0 : options.gpuLayers,

@@ -131,6 +131,7 @@ describe("runtime API on the successor model", () => {
       defaults: { max_length: 8192, temperature: 0.7, top_p: 0.9, top_k: 80, repetition_penalty: 1.15, do_sample: true },
     });
     expect(body.size_bytes).toBeGreaterThan(0);
+    expect(["prebuilt", "localBuild"]).toContain(body.llama_build);
     expect((await fetch(`${url}/readyz`)).status).toBe(200);
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     const metrics = await (await fetch(`${url}/metrics`)).text();
