@@ -15,3 +15,13 @@ export const RUNTIME_PROCESS_ENV: Readonly<Record<string, string>> = { UV_THREAD
 export function withRuntimeProcessEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...RUNTIME_PROCESS_ENV, ...env };
 }
+
+/**
+ * Whether this process's libuv pool has one worker, so work items run one at a time in the order
+ * they were queued. The batch loop then queues a step's sampling right behind its decode (see
+ * runtime/decoder.ts). libuv reads the variable when the pool first starts, so the process's
+ * start-up environment is what counts.
+ */
+export function hasSingleThreadPool(env: NodeJS.ProcessEnv = process.env): boolean {
+  return Number(env.UV_THREADPOOL_SIZE) === 1;
+}

@@ -18,6 +18,7 @@ import { SlotPool } from "./slots.js";
 import type { SamplingPlan } from "./sampling.js";
 import { BatchDecoder, reusablePrefix, type DecoderSlot } from "./decoder.js";
 import { nativeHandles, sequenceIdOf } from "./native.js";
+import { hasSingleThreadPool } from "../common/runtime-env.js";
 
 export type GpuChoice = "auto" | "cuda" | "vulkan" | "off";
 
@@ -115,7 +116,8 @@ export class Engine {
     });
     // A local build (`npm run build:llama`) is compiled for this CPU; the prebuilt one picks the
     // closest of its generic CPU variants, which costs F16 models ~7% per step (bench/README.md).
-    log.info({ llamaBuild: llama.buildType }, llama.buildType === "localBuild" ? "llama.cpp: local build" : "llama.cpp: prebuilt binaries");
+    const sampleBehindDecode = hasSingleThreadPool();
+    log.info({ llamaBuild: llama.buildType, sampleBehindDecode }, llama.buildType === "localBuild" ? "llama.cpp: local build" : "llama.cpp: prebuilt binaries");
     const model = await llama.loadModel({
       modelPath: options.modelPath,
       gpuLayers: options.gpu === "off" ? 0 : options.gpuLayers,
@@ -140,9 +142,7 @@ export class Engine {
     const decoder = new BatchDecoder(
       native.context,
       { isEogToken: (token) => model.isEogToken(token), detokenize: (tokens, lastTokens) => model.detokenize(tokens, false, lastTokens) },
-      context.batchSize,
-      context.contextSize,
-      options.onDecodeStep,
+      { batchSize: context.batchSize, contextSize: context.contextSize, sampleBehindDecode, onStep: options.onDecodeStep },
     );
     const chatWrapper = resolveChatWrapper(model);
     const bos = model.tokens.shouldPrependBosToken ? model.tokens.bos : null;

@@ -1,7 +1,38 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureTestModel } from "../helpers/test-models.js";
-import { postJson, readSse, startRuntime, streamedText } from "../helpers/runtime.js";
-import type { RuntimeHandle } from "../../runtime/run.js";
+import { postJson, readSse, spawnRuntime, startRuntime, streamedText, waitFor } from "../helpers/runtime.js";
+
+interface Runtime {
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The loop runs in two modes: in this (vitest) process libuv has several workers and sampling
+ * waits for the decode's result; a runtime started with UV_THREADPOOL_SIZE=1, as every launcher
+ * starts it, queues sampling right behind the decode.
+ */
+const MODES: [string, (model: string, parallel: number) => Promise<Runtime>][] = [
+  ["in-process, sampling after the decode", (model, parallel) => startRuntime({ model, parallel, contextSize: 256 })],
+  [
+    "UV_THREADPOOL_SIZE=1, sampling queued behind the decode",
+    async (model, parallel) => {
+      const runtime = await spawnRuntime(["--model", model, "--parallel", String(parallel), "--context-size", "256"], { UV_THREADPOOL_SIZE: "1" });
+      const exited = async () => {
+        if (runtime.child.exitCode === null) runtime.child.kill("SIGTERM");
+        await runtime.exit;
+      };
+      try {
+        await waitFor(async () => (await fetch(`${runtime.url}/readyz`).catch(() => undefined))?.status === 200, "runtime ready", 60_000);
+        expect(runtime.stdout()).toContain('"sampleBehindDecode":true');
+      } catch (error) {
+        await exited();
+        throw error;
+      }
+      return { url: runtime.url, close: exited };
+    },
+  ],
+];
 
 async function generate(url: string, body: Record<string, unknown>): Promise<{ response: string; finish_reason: string; usage: any }> {
   const response = await postJson(`${url}/generate`, body);
@@ -24,14 +55,14 @@ function successorOf(prompt: string, maxLength: number): string {
 
 // Corral's own batch loop: sequences join and leave between decode steps, each keeps its own
 // positions and sampler, and a sequence's KV cells are reused by the next request on it.
-describe("batched decoding across sequences", () => {
-  let successor: RuntimeHandle;
-  let tiny: RuntimeHandle;
+describe.each(MODES)("batched decoding across sequences (%s)", (_mode, start) => {
+  let successor: Runtime;
+  let tiny: Runtime;
 
   beforeAll(async () => {
-    successor = await startRuntime({ model: await ensureTestModel("successor"), parallel: 4, contextSize: 256 });
-    tiny = await startRuntime({ model: await ensureTestModel("tiny"), parallel: 1, contextSize: 256 });
-  }, 60_000);
+    successor = await start(await ensureTestModel("successor"), 4);
+    tiny = await start(await ensureTestModel("tiny"), 1);
+  }, 120_000);
   afterAll(async () => {
     await successor?.close();
     await tiny?.close();
