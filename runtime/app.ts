@@ -31,6 +31,9 @@ export interface RuntimeAppOptions {
 
 type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
 
+/** Routes that generate; their requests count as arriving until they reach the engine. */
+const GENERATION_ROUTES = new Set(["/generate", "/chat", "/generate/batch", "/v1/completions", "/v1/chat/completions"]);
+
 const errorResponses = { 400: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse };
 
 /** How a finished or streamed generation is written for one API flavour. */
@@ -65,7 +68,15 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
     }
   });
 
+  // Arrivals: see RuntimeState.arriving. Settled when the request reaches the engine, or when it
+  // ends first (a validation error, a client that went away).
+  app.addHook("preParsing", async (request) => {
+    if (request.method === "POST" && GENERATION_ROUTES.has(request.routeOptions.url ?? "")) state.arrive(request);
+  });
+  app.addHook("onRequestAbort", async (request) => state.settle(request));
+
   app.addHook("onResponse", async (request, reply) => {
+    state.settle(request);
     const endpoint = request.routeOptions.url;
     if (endpoint && request.method === "POST") metrics.requests.inc({ endpoint, status: String(reply.statusCode) });
   });
@@ -96,6 +107,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
     format: OutputFormat,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the body type is the route's
   ): Promise<any> {
+    state.settle(request);
     const engine = requireEngine();
     const plan = planSampling(sampling, state.defaults, engine.tokensLeft(prompt));
     const controller = new AbortController();
@@ -214,6 +226,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
       slots_busy: engine?.slotsBusy ?? 0,
       queue_depth: engine?.queueDepth ?? 0,
       in_flight: state.inFlight,
+      arriving: state.arriving,
       threads: state.threads,
       backend: llama ? (llama.gpu === false ? "cpu" : llama.gpu) : null,
       llama_build: llama?.buildType ?? null,
@@ -304,6 +317,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
       reply.raw.on("close", onClose);
       activeRequests.add(controller);
       state.enter();
+      state.settle(request);
       const started = performance.now();
       try {
         const results = await Promise.all(

@@ -6,7 +6,7 @@ import { TextAssembler, type Detokenize } from "./text-stream.js";
 
 /** The penalty window: llama-server's `repeat_last_n` default, counted over prompt and output. */
 const PENALTY_LAST_TOKENS = 64;
-/** How long an idle loop waits for more requests before its first step (see startLoop). */
+/** The longest an idle loop waits for arriving requests before its first step (see startLoop). */
 const IDLE_JOIN_MS = 2;
 
 /** One context sequence: its id, its sampler and the tokens whose KV cells it holds now. */
@@ -93,17 +93,25 @@ export interface BatchDecoderOptions {
   sampleBehindDecode: boolean;
   /** Called after every decode step: tokens in its batch, sequences in it, seconds it took. */
   onStep?: (tokens: number, sequences: number, seconds: number) => void;
+  /**
+   * Requests received by the server and not yet handed to the engine. An idle loop waits up to
+   * IDLE_JOIN_MS while there are any; without this it always waits IDLE_JOIN_MS.
+   */
+  arriving?: () => number;
 }
 
 export class BatchDecoder {
   private readonly incoming: Job[] = [];
   private readonly active: Job[] = [];
   private loop: Promise<void> | undefined;
+  /** The most sequences decoded together in the last run of the loop. */
+  private lastPeak = 0;
 
   private readonly batchSize: number;
   private readonly contextSize: number;
   private readonly sampleBehindDecode: boolean;
   private readonly onStep?: (tokens: number, sequences: number, seconds: number) => void;
+  private readonly arriving?: () => number;
 
   constructor(
     private readonly native: NativeContext,
@@ -114,6 +122,7 @@ export class BatchDecoder {
     this.contextSize = options.contextSize;
     this.sampleBehindDecode = options.sampleBehindDecode;
     this.onStep = options.onStep;
+    this.arriving = options.arriving;
   }
 
   /** Generates on `slot` (which the caller owns until this settles). */
@@ -130,8 +139,9 @@ export class BatchDecoder {
     this.loop = (async () => {
       // The loop was idle: requests that arrive together (clients answered in the same step
       // send their next ones at once) join the same first step, one pass over the weights for
-      // all their prompts instead of one for the first and another for the rest.
-      await new Promise((resolve) => setTimeout(resolve, IDLE_JOIN_MS));
+      // all their prompts instead of one for the first and another for the rest. A lone
+      // request (nothing else arriving) starts at once.
+      await this.waitForArrivals();
       await this.run();
     })().finally(() => {
       this.loop = undefined;
@@ -140,18 +150,40 @@ export class BatchDecoder {
     });
   }
 
+  /**
+   * Before the first step of an idle loop: waits up to IDLE_JOIN_MS while requests are still
+   * being read, or while fewer have joined than the last run had at its busiest (its clients tend
+   * to come back together). A lone client, whose runs peak at one sequence, waits for nothing.
+   */
+  private async waitForArrivals(): Promise<void> {
+    const deadline = performance.now() + IDLE_JOIN_MS;
+    if (!this.arriving) {
+      await new Promise((resolve) => setTimeout(resolve, IDLE_JOIN_MS));
+      return;
+    }
+    // Requests read in the same I/O round as this one register before this resolves.
+    await new Promise((resolve) => setImmediate(resolve));
+    const expected = Math.max(1, this.lastPeak);
+    while ((this.arriving() > 0 || this.incoming.length < expected) && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+  }
+
   /** Resolves once no request is in flight. */
   async idle(): Promise<void> {
     while (this.loop) await this.loop;
   }
 
   private async run(): Promise<void> {
+    let peak = 0;
     for (;;) {
       this.admit();
       this.dropAborted();
-      if (this.active.length === 0) return;
+      if (this.active.length === 0) break;
+      peak = Math.max(peak, this.active.length);
       await this.step();
     }
+    this.lastPeak = peak;
   }
 
   /** Between steps: trims each new job's slot to the prompt prefix it shares and arms its sampler. */

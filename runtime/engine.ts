@@ -36,6 +36,8 @@ export interface EngineOptions {
   onLoadProgress?: (fraction: number) => void;
   /** Called after every batched decode: tokens and sequences in the batch, and seconds it took. */
   onDecodeStep?: (tokens: number, sequences: number, seconds: number) => void;
+  /** Requests the server has received and not yet handed over (see BatchDecoderOptions.arriving). */
+  arriving?: () => number;
 }
 
 export interface ChatTurn {
@@ -142,7 +144,7 @@ export class Engine {
     const decoder = new BatchDecoder(
       native.context,
       { isEogToken: (token) => model.isEogToken(token), detokenize: (tokens, lastTokens) => model.detokenize(tokens, false, lastTokens) },
-      { batchSize: context.batchSize, contextSize: context.contextSize, sampleBehindDecode, onStep: options.onDecodeStep },
+      { batchSize: context.batchSize, contextSize: context.contextSize, sampleBehindDecode, onStep: options.onDecodeStep, arriving: options.arriving },
     );
     const chatWrapper = resolveChatWrapper(model);
     const bos = model.tokens.shouldPrependBosToken ? model.tokens.bos : null;

@@ -81,6 +81,7 @@ export async function run(config: RuntimeConfig, options: { logger?: Logger } = 
       maxQueue: config.maxQueue,
       logger: log,
       onLoadProgress: (fraction) => (state.loadFraction = fraction),
+      arriving: () => state.arriving,
       onDecodeStep: (tokens, sequences, seconds) => {
         metrics.decodeStepSeconds.observe(seconds);
         metrics.decodeStepSequences.observe(sequences);

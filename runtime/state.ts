@@ -14,6 +14,13 @@ export class RuntimeState {
   failure: string | undefined;
   /** Generation requests accepted and not yet answered (queued ones included). */
   inFlight = 0;
+  /**
+   * Generation requests received and not yet handed to the engine (body being read, validated,
+   * tokenized). An idle batch loop waits briefly for these so that requests arriving together
+   * share their first step, and starts at once when there are none.
+   */
+  arriving = 0;
+  private readonly arrivals = new WeakSet<object>();
   /** One controller per request generating or queued; aborting one frees its sequence. */
   readonly activeRequests = new Set<AbortController>();
   private idleWaiters: (() => void)[] = [];
@@ -36,6 +43,17 @@ export class RuntimeState {
   leave(): void {
     this.inFlight--;
     if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  /** A generation request came in (`key` identifies it). */
+  arrive(key: object): void {
+    this.arrivals.add(key);
+    this.arriving++;
+  }
+
+  /** It reached the engine, or ended before; only the first call per request counts. */
+  settle(key: object): void {
+    if (this.arrivals.delete(key)) this.arriving--;
   }
 
   abortAll(reason: string): void {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import OpenAI from "openai";
 import { ensureTestModel } from "../helpers/test-models.js";
-import { info, postJson, readSse, startRuntime, streamedText } from "../helpers/runtime.js";
+import { info, postJson, readSse, startRuntime, streamedText, waitFor } from "../helpers/runtime.js";
 import type { RuntimeHandle } from "../../runtime/run.js";
 
 // The successor model continues every letter with the next one and stops after "z", so
@@ -202,5 +202,28 @@ describe("runtime API on the successor model", () => {
       expect(response.status).toBe(404);
       expect(await response.json()).toEqual({ detail: "no route for GET /nope" });
     });
+  });
+
+  // An idle batch loop waits for requests still arriving (RuntimeState.arriving); one that was
+  // never settled would make every idle start wait the full join window.
+  it("every generation request stops counting as arriving, whatever its outcome", async () => {
+    const aborted = new AbortController();
+    const streamed = await postJson(`${url}/generate`, { prompt: "a", max_length: 200, stream: true }, { signal: aborted.signal });
+    aborted.abort();
+    await streamed.body?.cancel().catch(() => {});
+    const outcomes = await Promise.all([
+      postJson(`${url}/generate`, { prompt: "abc", max_length: 3 }),
+      postJson(`${url}/v1/completions`, { prompt: "abc", max_tokens: 3, stream: true }).then(async (r) => (await r.text(), r)),
+      postJson(`${url}/generate/batch`, { prompts: ["a", "b"], max_length: 2 }),
+      postJson(`${url}/chat`, { messages: [] }),
+      postJson(`${url}/generate`, { prompt: "a".repeat(10_000) }),
+      postJson(`${url}/generate`, "{bad"),
+      fetch(`${url}/generate`, { method: "POST", body: "prompt=hi", headers: { "content-type": "application/x-www-form-urlencoded" } }),
+    ]);
+    expect(outcomes.map((r) => r.status)).toEqual([200, 200, 200, 400, 413, 400, 415]);
+    await waitFor(async () => {
+      const body = (await info(url)) as any;
+      return body.arriving === 0 && body.in_flight === 0;
+    }, "no request left arriving or in flight");
   });
 });
