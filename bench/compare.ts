@@ -5,10 +5,9 @@
  * Prints a markdown table with the Corral/llama-server ratio per row.
  */
 import { ensureTestModel } from "../test/helpers/test-models.js";
-import { CLI, freePort } from "../test/helpers/runtime.js";
-import { argValue, BenchClient, fixed, median, PIN, pinned, pinSelf, runConcurrently, startServer, table, type Server } from "./lib.js";
+import { argValue, BenchClient, fixed, median, PIN, pinSelf, runConcurrently, table, type Server } from "./lib.js";
 import { ensureLlamaServer } from "./llama-server.js";
-import { withRuntimeProcessEnv } from "../common/runtime-env.js";
+import { startKind, type ServerKind } from "./servers.js";
 
 const ROUNDS = Number(argValue("rounds", "3"));
 const CONCURRENCIES = argValue("concurrency", "1,4,8").split(",").map(Number);
@@ -22,30 +21,15 @@ const TOKENS = 64;
 const FIRST_TEXT = /"text":"[^"]/;
 const CONTEXT_PER_SLOT = 2048;
 
-type Kind = "corral" | "llama-server";
+type Kind = ServerKind;
 
-/**
- * Which llama.cpp binaries Corral's runtime loaded. llama-server here is compiled for this CPU
- * (GGML_NATIVE); node-llama-cpp's prebuilt binaries are generic CPU variants, ~7% slower per F16
- * step on a Zen 2 host. `npm run build:llama` makes the comparison like for like.
- */
+/** Which llama.cpp binaries Corral's runtime loaded (see ./servers.ts). */
 let corralLlamaBuild = "unknown";
 
 async function start(kind: Kind, model: string, slots: number, contextPerSlot: number, binary: string): Promise<Server> {
-  const port = await freePort();
-  if (kind === "corral") {
-    const server = await startServer(...pinned(0, process.execPath, [CLI, "runtime", "--model", model, "--host", "127.0.0.1", "--port", String(port),
-      "--threads", String(THREADS), "--parallel", String(slots), "--context-size", String(contextPerSlot), "--max-queue", "4096",
-      "--log-level", "warn"]), port, "/readyz", withRuntimeProcessEnv(process.env));
-    corralLlamaBuild = ((await (await fetch(`${server.url}/info`)).json()) as { llama_build: string }).llama_build;
-    return server;
-  }
-  return startServer(...pinned(0, binary, ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-t", String(THREADS), "-tb", String(THREADS),
-    "--parallel", String(slots), "-c", String(contextPerSlot * slots), "--no-webui", "--log-disable",
-    // Its RAM prompt cache only helps repeated prompts; with every prompt new it only grows, and
-    // requests/s on the tiny model falls with it (~1,000 -> ~640 over 4,000 requests). Off, this
-    // measures llama-server at its best.
-    "--cache-ram", "0"]), port, "/health");
+  const server = await startKind(kind, { model, slots, contextPerSlot, threads: THREADS, llamaServer: binary });
+  if (server.llamaBuild) corralLlamaBuild = server.llamaBuild;
+  return server;
 }
 
 /** Every prompt is new, so neither server answers from a cache of earlier identical prompts. */
