@@ -21,12 +21,10 @@ const TOKENS = 64;
 const FIRST_TEXT = /"text":"[^"]/;
 const CONTEXT_PER_SLOT = 2048;
 
-type Kind = ServerKind;
-
 /** Which llama.cpp binaries Corral's runtime loaded (see ./servers.ts). */
 let corralLlamaBuild = "unknown";
 
-async function start(kind: Kind, model: string, slots: number, contextPerSlot: number, binary: string): Promise<Server> {
+async function start(kind: ServerKind, model: string, slots: number, contextPerSlot: number, binary: string): Promise<Server> {
   const server = await startKind(kind, { model, slots, contextPerSlot, threads: THREADS, llamaServer: binary });
   if (server.llamaBuild) corralLlamaBuild = server.llamaBuild;
   return server;
@@ -81,15 +79,15 @@ async function requestsPerSecond(server: Server, streamed: boolean): Promise<num
 
 /** Runs `measure` on both servers in A/B/A/B order; servers are started once per row. */
 async function abRounds<T>(model: string, slots: number, contextPerSlot: number, binary: string, measure: (server: Server) => Promise<T>) {
-  const results: Record<Kind, T[]> = { corral: [], "llama-server": [] };
-  const servers: Record<Kind, Server> = {
+  const results: Record<ServerKind, T[]> = { corral: [], "llama-server": [] };
+  const servers: Record<ServerKind, Server> = {
     corral: await start("corral", model, slots, contextPerSlot, binary),
     "llama-server": await start("llama-server", model, slots, contextPerSlot, binary),
   };
   try {
     for (const kind of ["corral", "llama-server"] as const) await measure(servers[kind]); // warm-up
     for (let round = 0; round < ROUNDS; round++) {
-      const order: Kind[] = round % 2 === 0 ? ["corral", "llama-server"] : ["llama-server", "corral"];
+      const order: ServerKind[] = round % 2 === 0 ? ["corral", "llama-server"] : ["llama-server", "corral"];
       for (const kind of order) results[kind].push(await measure(servers[kind]));
     }
   } finally {
@@ -107,8 +105,8 @@ async function main(): Promise<void> {
     const model = await ensureTestModel("bench", type);
     for (const concurrency of CONCURRENCIES) {
       const results = await abRounds(model, concurrency, CONTEXT_PER_SLOT, binary, (server) => throughput(server, concurrency));
-      const tps = (kind: Kind) => median(results[kind].map((r) => r.tokensPerSecond));
-      const ttft = (kind: Kind) => median(results[kind].flatMap((r) => r.ttftMs));
+      const tps = (kind: ServerKind) => median(results[kind].map((r) => r.tokensPerSecond));
+      const ttft = (kind: ServerKind) => median(results[kind].flatMap((r) => r.ttftMs));
       rows.push([`${type.toUpperCase()} C=${concurrency} tok/s`, fixed(tps("corral")), fixed(tps("llama-server")), fixed(tps("corral") / tps("llama-server"), 2)]);
       rows.push([`${type.toUpperCase()} C=${concurrency} TTFT p50 ms`, fixed(ttft("corral")), fixed(ttft("llama-server")), fixed(ttft("llama-server") / ttft("corral"), 2)]);
       console.error(`${type} C=${concurrency} done`);
@@ -117,7 +115,7 @@ async function main(): Promise<void> {
   const tiny = await ensureTestModel("tiny");
   for (const streamed of TINY ? [false, true] : []) {
     const results = await abRounds(tiny, 16, 256, binary, (server) => requestsPerSecond(server, streamed));
-    const rps = (kind: Kind) => median(results[kind]);
+    const rps = (kind: ServerKind) => median(results[kind]);
     rows.push([`tiny C=16 ${streamed ? "streamed" : "plain"} req/s`, fixed(rps("corral")), fixed(rps("llama-server")), fixed(rps("corral") / rps("llama-server"), 2)]);
   }
   console.log(`\nCorral runtime vs llama-server: ${THREADS} thread(s), ${TOKENS}-token completions, ${CONTEXT_PER_SLOT} context per slot, ` +

@@ -31,9 +31,6 @@ export interface RuntimeAppOptions {
 
 type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
 
-/** Routes that generate; their requests count as arriving until they reach the engine. */
-const GENERATION_ROUTES = new Set(["/generate", "/chat", "/generate/batch", "/v1/completions", "/v1/chat/completions"]);
-
 const errorResponses = { 400: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse };
 
 /** How a finished or streamed generation is written for one API flavour. */
@@ -68,10 +65,10 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
     }
   });
 
-  // Arrivals: see RuntimeState.arriving. Settled when the request reaches the engine, or when it
-  // ends first (a validation error, a client that went away).
+  // Arrivals (every POST route generates): see RuntimeState.arriving. Settled when the request
+  // reaches the engine, or when it ends first (a validation error, a client that went away).
   app.addHook("preParsing", async (request) => {
-    if (request.method === "POST" && GENERATION_ROUTES.has(request.routeOptions.url ?? "")) state.arrive(request);
+    if (request.method === "POST") state.arrive(request);
   });
   app.addHook("onRequestAbort", async (request) => state.settle(request));
 

@@ -71,14 +71,6 @@ class Job {
   }
 }
 
-/**
- * Corral's decode loop over one llama.cpp context, shaped like llama-server's: each step builds
- * one batch with the next token of every generating sequence first and prompt chunks after them
- * up to the batch size, decodes it, and samples every sequence whose logits it produced. New
- * requests join, and finished or aborted ones leave, between two steps, so joining never waits
- * for a lock behind queued decodes. A slot keeps its KV cells after a request, and the next
- * request on it decodes only the part of its prompt that differs.
- */
 export interface BatchDecoderOptions {
   batchSize: number;
   /** Context tokens per sequence. */
@@ -93,13 +85,18 @@ export interface BatchDecoderOptions {
   sampleBehindDecode: boolean;
   /** Called after every decode step: tokens in its batch, sequences in it, seconds it took. */
   onStep?: (tokens: number, sequences: number, seconds: number) => void;
-  /**
-   * Requests received by the server and not yet handed to the engine. An idle loop waits up to
-   * IDLE_JOIN_MS while there are any; without this it always waits IDLE_JOIN_MS.
-   */
-  arriving?: () => number;
+  /** Requests received by the server and not yet handed to the engine (see waitForArrivals). */
+  arriving: () => number;
 }
 
+/**
+ * Corral's decode loop over one llama.cpp context, shaped like llama-server's: each step builds
+ * one batch with the next token of every generating sequence first and prompt chunks after them
+ * up to the batch size, decodes it, and samples every sequence whose logits it produced. New
+ * requests join, and finished or aborted ones leave, between two steps, so joining never waits
+ * for a lock behind queued decodes. A slot keeps its KV cells after a request, and the next
+ * request on it decodes only the part of its prompt that differs.
+ */
 export class BatchDecoder {
   private readonly incoming: Job[] = [];
   private readonly active: Job[] = [];
@@ -107,23 +104,11 @@ export class BatchDecoder {
   /** The most sequences decoded together in the last run of the loop. */
   private lastPeak = 0;
 
-  private readonly batchSize: number;
-  private readonly contextSize: number;
-  private readonly sampleBehindDecode: boolean;
-  private readonly onStep?: (tokens: number, sequences: number, seconds: number) => void;
-  private readonly arriving?: () => number;
-
   constructor(
     private readonly native: NativeContext,
     private readonly model: DecoderModel,
-    options: BatchDecoderOptions,
-  ) {
-    this.batchSize = options.batchSize;
-    this.contextSize = options.contextSize;
-    this.sampleBehindDecode = options.sampleBehindDecode;
-    this.onStep = options.onStep;
-    this.arriving = options.arriving;
-  }
+    private readonly options: BatchDecoderOptions,
+  ) {}
 
   /** Generates on `slot` (which the caller owns until this settles). */
   generate(slot: DecoderSlot, request: DecodeRequest): Promise<DecodeResult> {
@@ -157,14 +142,10 @@ export class BatchDecoder {
    */
   private async waitForArrivals(): Promise<void> {
     const deadline = performance.now() + IDLE_JOIN_MS;
-    if (!this.arriving) {
-      await new Promise((resolve) => setTimeout(resolve, IDLE_JOIN_MS));
-      return;
-    }
     // Requests read in the same I/O round as this one register before this resolves.
     await new Promise((resolve) => setImmediate(resolve));
     const expected = Math.max(1, this.lastPeak);
-    while ((this.arriving() > 0 || this.incoming.length < expected) && performance.now() < deadline) {
+    while ((this.options.arriving() > 0 || this.incoming.length < expected) && performance.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
   }
@@ -229,7 +210,7 @@ export class BatchDecoder {
 
   private async step(): Promise<void> {
     // Generating sequences first (one token each), then prompt chunks in arrival order.
-    let budget = this.batchSize;
+    let budget = this.options.batchSize;
     const plan: { job: Job; tokens: Token[]; logits: boolean }[] = [];
     for (const job of this.active) {
       if (job.next !== undefined && budget > 0) {
@@ -249,7 +230,7 @@ export class BatchDecoder {
     // over the weights. In arrival order a step of N tokens could cost up to N passes; in id
     // order it costs one per run of consecutive ids (the engine hands out low ids first).
     plan.sort((a, b) => a.job.slot.sequenceId - b.job.slot.sequenceId);
-    const size = this.batchSize - budget;
+    const size = this.options.batchSize - budget;
     this.native.initBatch(size);
     const noLogits = new Uint32Array(0);
     for (const item of plan) {
@@ -262,7 +243,7 @@ export class BatchDecoder {
     const sample = () => sampling.map(({ job }) => this.native.sampleToken(job.logitIndex, job.slot.sampler));
     const decodeStarted = performance.now();
     const decoding = this.native.decodeBatch();
-    const queuedSamples = this.sampleBehindDecode ? sample() : undefined;
+    const queuedSamples = this.options.sampleBehindDecode ? sample() : undefined;
     // They are awaited below, after the decode; until then a rejection is not unhandled.
     for (const queued of queuedSamples ?? []) queued.catch(() => {});
     try {
@@ -274,7 +255,7 @@ export class BatchDecoder {
       for (const { job } of plan) this.fail(job, error);
       return;
     }
-    this.onStep?.(size, plan.length, (performance.now() - decodeStarted) / 1000);
+    this.options.onStep?.(size, plan.length, (performance.now() - decodeStarted) / 1000);
     for (const { job, tokens } of plan) {
       for (const token of tokens) job.slot.cached.push(token);
       if (job.next === undefined) job.fed += tokens.length;
@@ -303,7 +284,7 @@ export class BatchDecoder {
     const text = job.assembler.push(token);
     if (text.length > 0) request.onText?.(text);
     if (job.assembler.stopped) return this.finish(job, "stop");
-    if (job.sampled >= request.plan.maxTokens || job.slot.cached.length + 1 > this.contextSize) return this.finish(job, "length");
+    if (job.sampled >= request.plan.maxTokens || job.slot.cached.length + 1 > this.options.contextSize) return this.finish(job, "length");
     job.next = token;
   }
 

@@ -37,7 +37,7 @@ export interface EngineOptions {
   /** Called after every batched decode: tokens and sequences in the batch, and seconds it took. */
   onDecodeStep?: (tokens: number, sequences: number, seconds: number) => void;
   /** Requests the server has received and not yet handed over (see BatchDecoderOptions.arriving). */
-  arriving?: () => number;
+  arriving: () => number;
 }
 
 export interface ChatTurn {
@@ -116,9 +116,9 @@ export class Engine {
         else log.debug({ source: "llama.cpp" }, text);
       },
     });
+    const sampleBehindDecode = hasSingleThreadPool();
     // A local build (`npm run build:llama`) is compiled for this CPU; the prebuilt one picks the
     // closest of its generic CPU variants, which costs F16 models ~7% per step (bench/README.md).
-    const sampleBehindDecode = hasSingleThreadPool();
     log.info({ llamaBuild: llama.buildType, sampleBehindDecode }, llama.buildType === "localBuild" ? "llama.cpp: local build" : "llama.cpp: prebuilt binaries");
     const model = await llama.loadModel({
       modelPath: options.modelPath,
