@@ -58,6 +58,16 @@ class ManualBackend extends StaticBackend {
     });
   }
 
+  /** Serves `endpoints` for a model now, as if it had been ready all along. */
+  serveNow(modelId: string, endpoints: readonly Endpoint[]): void {
+    this.readyNow.set(modelId, endpoints);
+  }
+
+  /** Takes a model out of rotation, as the local backend does with a runtime that refuses connections. */
+  takeOut(modelId: string): void {
+    this.readyNow.delete(modelId);
+  }
+
   makeReady(modelId: string): void {
     this.readyNow.set(modelId, this.later[modelId] ?? []);
     for (const waiter of this.pending.get(modelId) ?? []) waiter.resolve();
@@ -254,6 +264,23 @@ describe("models", () => {
     const response = await pending;
     expect(response.status).toBe(200);
     expect((await jsonOf(response)).response).toBe("late:x");
+  });
+
+  it("a request whose runtime is gone (nothing listening) waits for the restart, then proxies", async () => {
+    const dead = await fakeRuntime("dead");
+    await dead.close();
+    const restarted = await fakeRuntime("restarted");
+    const backend = new (class extends ManualBackend {
+      override reportFailure(): void {
+        this.takeOut("m");
+        setTimeout(() => this.makeReady("m"), 100);
+      }
+    })(["m"], { m: [endpoint(restarted)] });
+    backend.serveNow("m", [endpoint(dead)]);
+    const router = await startRouter(backend, { readyWaitSeconds: 10 });
+    const response = await post(`${router.url}/generate`, { prompt: "x" });
+    expect(response.status).toBe(200);
+    expect((await jsonOf(response)).response).toBe("restarted:x");
   });
 
   it("answers 503 with Retry-After past the bound", async () => {

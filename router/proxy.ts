@@ -62,6 +62,8 @@ export class UpstreamProxy {
   constructor(
     private readonly backend: Backend,
     private readonly metrics: RouterMetrics,
+    /** How long a retry waits for the model to be ready again (the router's --ready-wait-seconds). */
+    private readonly readyWaitMs: number,
   ) {
     this.proxy.on("proxyReq", (proxyReq, req) => {
       const tracked = req as TrackedRequest;
@@ -113,7 +115,10 @@ export class UpstreamProxy {
       }
     });
     let retried = false;
+    let waited = false;
     let failed: Endpoint | undefined;
+    /** The last attempt found nothing listening (ECONNREFUSED), so no runtime saw the request. */
+    let neverReached = false;
 
     const attempt = () => {
       const ready = this.backend.readyEndpoints(model);
@@ -122,6 +127,21 @@ export class UpstreamProxy {
       const others = failed ? ready.filter((endpoint) => endpoint.id !== failed!.id) : ready;
       const endpoint = this.pick(others.length > 0 ? others : ready);
       if (!endpoint) {
+        if (neverReached && !waited) {
+          // Nothing was listening: a runtime that crashed before the router saw it exit, now
+          // out of rotation. The request never reached it, so it waits for the restart as a
+          // request that found no endpoint ready would.
+          waited = true;
+          this.backend.ensureReady(model, AbortSignal.timeout(this.readyWaitMs)).then(
+            () => {
+              if (!tracked[CLIENT_GONE] && !res.destroyed) attempt();
+            },
+            () => {
+              if (!tracked[CLIENT_GONE] && !res.destroyed) this.answerError(res, 503, `model ${model} has no ready endpoint; try again shortly`, { "retry-after": "5" });
+            },
+          );
+          return;
+        }
         this.answerError(res, 503, `model ${model} has no ready endpoint; try again shortly`, { "retry-after": "5" });
         return;
       }
@@ -157,6 +177,7 @@ export class UpstreamProxy {
           }
           this.metrics.upstreamErrors.inc({ model, phase: "connect" });
           this.backend.reportFailure(model, endpoint, error);
+          neverReached = error.code === "ECONNREFUSED";
           if (!retried) {
             retried = true;
             failed = endpoint;

@@ -131,7 +131,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
           onFallback: () => metrics.redisFallbacks.inc(),
         })
       : undefined;
-  const proxy = new UpstreamProxy(backend, metrics);
+  const proxy = new UpstreamProxy(backend, metrics, config.readyWaitSeconds * 1000);
   const lifecycle = { closing: false };
 
   const app = createHttpServer(
