@@ -227,6 +227,9 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
       threads: state.threads,
       backend: llama ? (llama.gpu === false ? "cpu" : llama.gpu) : null,
       llama_build: llama?.buildType ?? null,
+      // What a decode step costs, as the batch loop has learned it (it decides how many waiting
+      // prompts join a step); null until steps of different sizes have run.
+      step_cost: stepCostOf(engine),
       devices: llama && llama.gpu !== false ? await llama.getGpuDeviceNames().catch(() => []) : [],
       memory: {
         rss_bytes: process.memoryUsage().rss,
@@ -445,3 +448,8 @@ function openAiSampling(body: OpenAiSamplingBody, defaultMaxTokens?: number): Sa
   };
 }
 
+function stepCostOf(engine: Engine | undefined): { fixed_ms: number; per_token_ms: number } | null {
+  const estimate = engine?.stepCost;
+  if (estimate === undefined) return null;
+  return { fixed_ms: Math.round(estimate.fixedSeconds * 1e6) / 1e3, per_token_ms: Math.round(estimate.secondsPerToken * 1e6) / 1e3 };
+}

@@ -2,6 +2,7 @@ import type { Token } from "node-llama-cpp";
 import type { FinishReason } from "../common/api.js";
 import type { NativeContext, NativeSampler } from "./native.js";
 import type { SamplingPlan } from "./sampling.js";
+import { StepCost } from "./step-cost.js";
 import { TextAssembler, type Detokenize } from "./text-stream.js";
 
 /** The penalty window: llama-server's `repeat_last_n` default, counted over prompt and output. */
@@ -57,6 +58,12 @@ class Job {
   /** The last sampled tokens, as long as the longest stop token sequence. */
   readonly tail: Token[] = [];
   readonly assembler: TextAssembler;
+  /** Text produced this step, handed to onText once the next step is under way. */
+  pendingText = "";
+  /** The job's result, handed over once the next step is under way. */
+  outcome: DecodeResult | undefined;
+  /** Whether the job waits in the outbox. */
+  inOutbox = false;
 
   constructor(
     readonly slot: DecoderSlot,
@@ -100,9 +107,17 @@ export interface BatchDecoderOptions {
 export class BatchDecoder {
   private readonly incoming: Job[] = [];
   private readonly active: Job[] = [];
+  /**
+   * Jobs with text or a result to hand over. They are handed over only after the next step's
+   * decode is queued, so writing responses (and the handlers they resume) runs while the engine
+   * decodes instead of between two steps, where it would hold up the decode.
+   */
+  private readonly outbox: Job[] = [];
   private loop: Promise<void> | undefined;
   /** The most sequences decoded together in the last run of the loop. */
   private lastPeak = 0;
+  /** What a step costs here, learned from the steps (see the prompt admission in step()). */
+  readonly cost = new StepCost();
 
   constructor(
     private readonly native: NativeContext,
@@ -157,14 +172,48 @@ export class BatchDecoder {
 
   private async run(): Promise<void> {
     let peak = 0;
-    for (;;) {
-      this.admit();
-      this.dropAborted();
-      if (this.active.length === 0) break;
-      peak = Math.max(peak, this.active.length);
-      await this.step();
+    try {
+      for (;;) {
+        this.admit();
+        this.dropAborted();
+        if (this.active.length === 0) break;
+        peak = Math.max(peak, this.active.length);
+        await this.step();
+      }
+    } finally {
+      this.deliver();
     }
     this.lastPeak = peak;
+  }
+
+  /** Hands every job in the outbox its text, then its result if it has ended. */
+  private deliver(): void {
+    for (const job of this.outbox.splice(0)) {
+      job.inOutbox = false;
+      if (job.pendingText.length > 0) {
+        const text = job.pendingText;
+        job.pendingText = "";
+        job.request.onText?.(text);
+      }
+      if (job.outcome !== undefined) job.resolve(job.outcome);
+    }
+  }
+
+  private post(job: Job): void {
+    if (job.inOutbox) return;
+    job.inOutbox = true;
+    this.outbox.push(job);
+  }
+
+  private emit(job: Job, text: string): void {
+    if (text.length === 0) return;
+    job.pendingText += text;
+    this.post(job);
+  }
+
+  private settle(job: Job, result: DecodeResult): void {
+    job.outcome = result;
+    this.post(job);
   }
 
   /** Between steps: trims each new job's slot to the prompt prefix it shares and arms its sampler. */
@@ -172,7 +221,7 @@ export class BatchDecoder {
     for (const job of this.incoming.splice(0)) {
       const { slot, request } = job;
       if (request.signal?.aborted) {
-        job.resolve(this.result(job, "stop", true));
+        this.settle(job, this.result(job, "stop", true));
         continue;
       }
       try {
@@ -191,7 +240,7 @@ export class BatchDecoder {
         continue;
       }
       if (request.plan.maxTokens <= 0) {
-        job.resolve(this.result(job, "length", false));
+        this.settle(job, this.result(job, "length", false));
         continue;
       }
       this.active.push(job);
@@ -203,7 +252,7 @@ export class BatchDecoder {
       const job = this.active[i]!;
       if (job.request.signal?.aborted) {
         this.active.splice(i, 1);
-        job.resolve(this.result(job, "stop", true));
+        this.settle(job, this.result(job, "stop", true));
       }
     }
   }
@@ -218,10 +267,20 @@ export class BatchDecoder {
         budget--;
       }
     }
+    // The first waiting prompt always joins. More join only while the step's prompt part costs
+    // no more than the rest of it (StepCost.promptBudget): where a token costs little next to a
+    // pass over the weights (a GPU, a small model) every waiting prompt joins; where each token
+    // costs about as much as a pass (a CPU thread) prompts join one per step, so a burst gets its
+    // first tokens step by step instead of all after one long step, and running streams slow
+    // down at most twofold while prompts are read.
+    const promptBudget = this.cost.promptBudget(plan.length);
+    let promptTokens = 0;
     for (const job of this.active) {
       if (job.next !== undefined || budget === 0) continue;
       const prompt = job.request.prompt;
       const count = Math.min(prompt.length - job.fed, budget);
+      if (promptTokens > 0 && promptTokens + count > promptBudget) break;
+      promptTokens += count;
       plan.push({ job, tokens: prompt.slice(job.fed, job.fed + count) as Token[], logits: job.fed + count === prompt.length });
       budget -= count;
     }
@@ -246,6 +305,8 @@ export class BatchDecoder {
     const queuedSamples = this.options.sampleBehindDecode ? sample() : undefined;
     // They are awaited below, after the decode; until then a rejection is not unhandled.
     for (const queued of queuedSamples ?? []) queued.catch(() => {});
+    // The engine is busy now: hand over the last step's text and results meanwhile.
+    this.deliver();
     try {
       await decoding;
     } catch (error) {
@@ -255,7 +316,9 @@ export class BatchDecoder {
       for (const { job } of plan) this.fail(job, error);
       return;
     }
-    this.options.onStep?.(size, plan.length, (performance.now() - decodeStarted) / 1000);
+    const seconds = (performance.now() - decodeStarted) / 1000;
+    this.cost.observe(size, seconds);
+    this.options.onStep?.(size, plan.length, seconds);
     for (const { job, tokens } of plan) {
       for (const token of tokens) job.slot.cached.push(token);
       if (job.next === undefined) job.fed += tokens.length;
@@ -281,8 +344,7 @@ export class BatchDecoder {
     const { request } = job;
     if (this.model.isEogToken(token)) return this.finish(job, "stop");
     if (endsWithStopSequence(job, token)) return this.finish(job, "stop");
-    const text = job.assembler.push(token);
-    if (text.length > 0) request.onText?.(text);
+    this.emit(job, job.assembler.push(token));
     if (job.assembler.stopped) return this.finish(job, "stop");
     if (job.sampled >= request.plan.maxTokens || job.slot.cached.length + 1 > this.options.contextSize) return this.finish(job, "length");
     job.next = token;
@@ -291,15 +353,16 @@ export class BatchDecoder {
   private finish(job: Job, reason: FinishReason): void {
     const index = this.active.indexOf(job);
     if (index >= 0) this.active.splice(index, 1);
-    const rest = job.assembler.finish();
-    if (rest.length > 0) job.request.onText?.(rest);
-    job.resolve(this.result(job, reason, false));
+    this.emit(job, job.assembler.finish());
+    this.settle(job, this.result(job, reason, false));
   }
 
   private fail(job: Job, error: unknown): void {
     const index = this.active.indexOf(job);
     if (index >= 0) this.active.splice(index, 1);
+    // Text it produced before the failure is still handed over first (the outbox keeps order).
     this.forget(job.slot);
+    this.deliver();
     job.reject(error);
   }
 

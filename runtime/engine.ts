@@ -167,6 +167,11 @@ export class Engine {
     return this.pool.queued;
   }
 
+  /** The batch loop's estimate of a decode step's cost (see StepCost); undefined until known. */
+  get stepCost(): { fixedSeconds: number; secondsPerToken: number } | undefined {
+    return this.decoder.cost.estimate();
+  }
+
   get chatTemplateName(): string {
     return this.chatWrapper.wrapperName;
   }
