@@ -16,6 +16,8 @@ const THREADS = Number(argValue("threads", "1"));
 /** Completions each concurrent client sends per measurement; more gives steadier figures. */
 const REQUESTS_PER_CLIENT = Number(argValue("requests-per-client", "2"));
 const TINY = argValue("tiny", "on") === "on";
+/** Corral's `--prompt-admission`: cost (its default) or all. */
+const PROMPT_ADMISSION = argValue("prompt-admission", "cost");
 const TOKENS = 64;
 /** Time to first token: the first streamed chunk that carries generated text (servers may send an empty one first). */
 const FIRST_TEXT = /"text":"[^"]/;
@@ -25,7 +27,7 @@ const CONTEXT_PER_SLOT = 2048;
 let corralLlamaBuild = "unknown";
 
 async function start(kind: ServerKind, model: string, slots: number, contextPerSlot: number, binary: string): Promise<Server> {
-  const server = await startKind(kind, { model, slots, contextPerSlot, threads: THREADS, llamaServer: binary });
+  const server = await startKind(kind, { model, slots, contextPerSlot, threads: THREADS, llamaServer: binary, promptAdmission: PROMPT_ADMISSION });
   if (server.llamaBuild) corralLlamaBuild = server.llamaBuild;
   return server;
 }
@@ -119,7 +121,7 @@ async function main(): Promise<void> {
     rows.push([`tiny C=16 ${streamed ? "streamed" : "plain"} req/s`, fixed(rps("corral")), fixed(rps("llama-server")), fixed(rps("corral") / rps("llama-server"), 2)]);
   }
   console.log(`\nCorral runtime vs llama-server: ${THREADS} thread(s), ${TOKENS}-token completions, ${CONTEXT_PER_SLOT} context per slot, ` +
-    `median of ${ROUNDS} A/B rounds${PIN ? ", servers pinned to CPU 0 and this client to CPU 1" : ", servers and client share the CPUs"}. ` +
+    `Corral with --prompt-admission ${PROMPT_ADMISSION}, median of ${ROUNDS} A/B rounds${PIN ? ", servers pinned to CPU 0 and this client to CPU 1" : ", servers and client share the CPUs"}. ` +
     `Corral's llama.cpp: ${corralLlamaBuild === "localBuild" ? "local build for this CPU, as llama-server's" : `${corralLlamaBuild} (llama-server is built for this CPU; \`npm run build:llama\` compares like for like)`}. ` +
     `Ratio > 1 means Corral is better (for TTFT: llama-server's / Corral's).\n`);
   console.log(table(["row", "Corral", "llama-server", "ratio"], rows));

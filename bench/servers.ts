@@ -15,13 +15,15 @@ export interface ServerSetup {
   threads: number;
   /** The llama-server binary (see ./llama-server.ts). */
   llamaServer: string;
+  /** Corral's `--prompt-admission` (its default when absent). */
+  promptAdmission?: string;
 }
 
 export async function startCorral(setup: ServerSetup): Promise<Server & { llamaBuild: string }> {
   const port = await freePort();
   const server = await startServer(...pinned(0, process.execPath, [CLI, "runtime", "--model", setup.model, "--host", "127.0.0.1", "--port", String(port),
     "--threads", String(setup.threads), "--parallel", String(setup.slots), "--context-size", String(setup.contextPerSlot), "--max-queue", "4096",
-    "--log-level", "warn"]), port, "/readyz", withRuntimeProcessEnv(process.env));
+    "--log-level", "warn", ...(setup.promptAdmission ? ["--prompt-admission", setup.promptAdmission] : [])]), port, "/readyz", withRuntimeProcessEnv(process.env));
   // Which llama.cpp binaries it loaded: llama-server here is compiled for this CPU (GGML_NATIVE),
   // node-llama-cpp's prebuilt binaries are generic CPU variants (~7% slower per F16 step on a
   // Zen 2); `npm run build:llama` makes the comparison like for like.

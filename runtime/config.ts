@@ -2,6 +2,7 @@ import Type, { type Static } from "typebox";
 import { buildConfig, type SettingSpec } from "../common/config.js";
 
 export const GPU_CHOICES = ["auto", "cuda", "vulkan", "off"] as const;
+export const PROMPT_ADMISSION_CHOICES = ["cost", "all"] as const;
 
 export const RuntimeConfigSchema = Type.Object(
   {
@@ -17,6 +18,7 @@ export const RuntimeConfigSchema = Type.Object(
     gpu: Type.Enum([...GPU_CHOICES], { default: "auto" }),
     gpuLayers: Type.Union([Type.Literal("auto"), Type.Literal("max"), Type.Integer({ minimum: 0 })], { default: "auto" }),
     maxQueue: Type.Integer({ minimum: 0, default: 64 }),
+    promptAdmission: Type.Enum([...PROMPT_ADMISSION_CHOICES], { default: "cost" }),
     maxBatchPrompts: Type.Integer({ minimum: 1, default: 64 }),
     bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1_048_576 }),
     drainSeconds: Type.Number({ minimum: 0, default: 30 }),
@@ -42,6 +44,17 @@ export const RUNTIME_SETTINGS: readonly SettingSpec[] = [
   { key: "gpu", flag: "--gpu", value: "<kind>", env: "CORRAL_GPU", description: "GPU backend", defaultText: "auto", choices: GPU_CHOICES },
   { key: "gpuLayers", flag: "--gpu-layers", value: "<n|auto|max>", env: "CORRAL_GPU_LAYERS", description: "layers to offload to the GPU", defaultText: "auto (as many as fit)" },
   { key: "maxQueue", flag: "--max-queue", value: "<n>", env: "CORRAL_MAX_QUEUE", description: "requests that may wait for a free sequence; beyond it: 429", defaultText: "64" },
+  {
+    key: "promptAdmission",
+    flag: "--prompt-admission",
+    value: "<cost|all>",
+    env: "CORRAL_PROMPT_ADMISSION",
+    description:
+      "which waiting prompts join a decode step: cost (the first, and more while they cost no more than the rest of the step: " +
+      "first tokens sooner, streams keep flowing) or all (every one: fewest passes over the weights when clients arrive together)",
+    defaultText: "cost",
+    choices: PROMPT_ADMISSION_CHOICES,
+  },
   { key: "maxBatchPrompts", flag: "--max-batch-prompts", value: "<n>", env: "CORRAL_MAX_BATCH_PROMPTS", description: "prompts allowed in one /generate/batch request; beyond it: 413", defaultText: "64" },
   { key: "bodyLimitBytes", flag: "--body-limit-bytes", value: "<bytes>", env: "CORRAL_BODY_LIMIT_BYTES", description: "largest request body; beyond it: 413", defaultText: "1048576" },
   { key: "drainSeconds", flag: "--drain-seconds", value: "<s>", env: "CORRAL_DRAIN_SECONDS", description: "on SIGTERM, how long in-flight requests may finish", defaultText: "30" },

@@ -67,7 +67,7 @@ describe("BatchDecoder", () => {
           [1, [13, 14, 15, 16, 2] as Token[]],
         ]),
       );
-      const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode, arriving: () => 0 });
+      const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode, promptAdmission: "cost", arriving: () => 0 });
       const request = (name: string, maxTokens: number) => ({
         prompt: [1, 5, 6] as Token[],
         plan: plan(maxTokens),
@@ -110,7 +110,7 @@ describe("BatchDecoder", () => {
   it("reads a burst of prompts one per step once a token costs about as much as a step's fixed part", async () => {
     const scripts = new Map([0, 1, 2].map((id) => [id, [10, 11, 12] as Token[]]));
     const native = new ScriptedContext(scripts);
-    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, arriving: () => 0 });
+    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0 });
     const request = { prompt: [1, 5, 6, 7] as Token[], plan: plan(3), stopStrings: [], stopTokenSequences: [] };
     // Unknown cost: a burst shares one step, as before.
     await Promise.all([0, 1, 2].map((id) => decoder.generate(slot(id), request)));
@@ -131,9 +131,19 @@ describe("BatchDecoder", () => {
     ]);
   });
 
+  it("reads every waiting prompt in one step with promptAdmission all, whatever the cost", async () => {
+    const scripts = new Map([0, 1, 2].map((id) => [id, [10, 11, 12] as Token[]]));
+    const native = new ScriptedContext(scripts);
+    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "all", arriving: () => 0 });
+    for (let i = 0; i < 40; i++) decoder.cost.observe(1 + (i % 8), 0.006 + 0.005 * (1 + (i % 8)));
+    const request = { prompt: [1, 5, 6, 7] as Token[], plan: plan(3), stopStrings: [], stopTokenSequences: [] };
+    await Promise.all([0, 1, 2].map((id) => decoder.generate(slot(id), request)));
+    expect(native.log.slice(0, 4)).toEqual(["prompt 0", "prompt 1", "prompt 2", "decode 1"]);
+  });
+
   it("hands over text produced before an abort, then the aborted result", async () => {
     const native = new ScriptedContext(new Map([[0, [10, 11, 12, 13, 14, 15] as Token[]]]));
-    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, arriving: () => 0 });
+    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0 });
     const controller = new AbortController();
     const texts: string[] = [];
     const result = await decoder.generate(slot(0), {

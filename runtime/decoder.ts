@@ -78,6 +78,12 @@ class Job {
   }
 }
 
+/**
+ * Which waiting prompts join a step. "cost": the first, and more while they cost no more than the
+ * rest of the step (StepCost.promptBudget). "all": every one, up to the batch size.
+ */
+export type PromptAdmission = "cost" | "all";
+
 export interface BatchDecoderOptions {
   batchSize: number;
   /** Context tokens per sequence. */
@@ -90,6 +96,7 @@ export interface BatchDecoderOptions {
    * model at 16 sequences). With more workers a sample could run before or during its decode.
    */
   sampleBehindDecode: boolean;
+  promptAdmission: PromptAdmission;
   /** Called after every decode step: tokens in its batch, sequences in it, seconds it took. */
   onStep?: (tokens: number, sequences: number, seconds: number) => void;
   /** Requests received by the server and not yet handed to the engine (see waitForArrivals). */
@@ -267,13 +274,17 @@ export class BatchDecoder {
         budget--;
       }
     }
-    // The first waiting prompt always joins. More join only while the step's prompt part costs
-    // no more than the rest of it (StepCost.promptBudget): where a token costs little next to a
-    // pass over the weights (a GPU, a small model) every waiting prompt joins; where each token
-    // costs about as much as a pass (a CPU thread) prompts join one per step, so a burst gets its
-    // first tokens step by step instead of all after one long step, and running streams slow
-    // down at most twofold while prompts are read.
-    const promptBudget = this.cost.promptBudget(plan.length);
+    // With "cost" admission the first waiting prompt always joins, and more only while the
+    // step's prompt part costs no more than the rest of it (StepCost.promptBudget): where a token
+    // costs little next to a pass over the weights (a GPU, a small model) every waiting prompt
+    // joins; where each token costs about as much as a pass (a CPU thread) prompts join one per
+    // step, so a burst gets its first tokens step by step instead of all after one long step, and
+    // running streams slow down at most twofold while prompts are read. The price on a CPU: a
+    // step that mixes a prompt with one-token decodes costs two passes, because llama.cpp takes
+    // the same number of tokens from every sequence in a micro-batch of a per-sequence KV cache
+    // (split_equal; see the id sort below). Where clients would otherwise come in lockstep, all
+    // prompts in one decode-free step, that is ~1-2% of tokens/s.
+    const promptBudget = this.options.promptAdmission === "all" ? Number.POSITIVE_INFINITY : this.cost.promptBudget(plan.length);
     let promptTokens = 0;
     for (const job of this.active) {
       if (job.next !== undefined || budget === 0) continue;

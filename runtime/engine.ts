@@ -16,7 +16,7 @@ import { payloadTooLarge } from "../common/errors.js";
 import type { FinishReason } from "../common/api.js";
 import { SlotPool } from "./slots.js";
 import type { SamplingPlan } from "./sampling.js";
-import { BatchDecoder, reusablePrefix, type DecoderSlot } from "./decoder.js";
+import { BatchDecoder, reusablePrefix, type DecoderSlot, type PromptAdmission } from "./decoder.js";
 import { nativeHandles, sequenceIdOf } from "./native.js";
 import { hasSingleThreadPool } from "../common/runtime-env.js";
 
@@ -32,6 +32,8 @@ export interface EngineOptions {
   gpu: GpuChoice;
   gpuLayers: "auto" | "max" | number;
   maxQueue: number;
+  /** Which waiting prompts join a step (see BatchDecoderOptions.promptAdmission); default "cost". */
+  promptAdmission?: PromptAdmission;
   logger: Logger;
   onLoadProgress?: (fraction: number) => void;
   /** Called after every batched decode: tokens and sequences in the batch, and seconds it took. */
@@ -119,7 +121,7 @@ export class Engine {
     const sampleBehindDecode = hasSingleThreadPool();
     // A local build (`npm run build:llama`) is compiled for this CPU; the prebuilt one picks the
     // closest of its generic CPU variants, which costs F16 models ~7% per step (bench/README.md).
-    log.info({ llamaBuild: llama.buildType, sampleBehindDecode }, llama.buildType === "localBuild" ? "llama.cpp: local build" : "llama.cpp: prebuilt binaries");
+    log.info({ llamaBuild: llama.buildType, sampleBehindDecode, promptAdmission: options.promptAdmission ?? "cost" }, llama.buildType === "localBuild" ? "llama.cpp: local build" : "llama.cpp: prebuilt binaries");
     const model = await llama.loadModel({
       modelPath: options.modelPath,
       gpuLayers: options.gpu === "off" ? 0 : options.gpuLayers,
@@ -144,7 +146,14 @@ export class Engine {
     const decoder = new BatchDecoder(
       native.context,
       { isEogToken: (token) => model.isEogToken(token), detokenize: (tokens, lastTokens) => model.detokenize(tokens, false, lastTokens) },
-      { batchSize: context.batchSize, contextSize: context.contextSize, sampleBehindDecode, onStep: options.onDecodeStep, arriving: options.arriving },
+      {
+        batchSize: context.batchSize,
+        contextSize: context.contextSize,
+        sampleBehindDecode,
+        promptAdmission: options.promptAdmission ?? "cost",
+        onStep: options.onDecodeStep,
+        arriving: options.arriving,
+      },
     );
     const chatWrapper = resolveChatWrapper(model);
     const bos = model.tokens.shouldPrependBosToken ? model.tokens.bos : null;

@@ -79,6 +79,7 @@ export async function run(config: RuntimeConfig, options: { logger?: Logger } = 
       gpu: config.gpu,
       gpuLayers: config.gpuLayers,
       maxQueue: config.maxQueue,
+      promptAdmission: config.promptAdmission,
       logger: log,
       onLoadProgress: (fraction) => (state.loadFraction = fraction),
       arriving: () => state.arriving,
