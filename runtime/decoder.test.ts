@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Token } from "node-llama-cpp";
-import { BatchDecoder, type DecoderSlot } from "./decoder.js";
+import { BatchDecoder, type DecoderSlot, type PromptAdmission } from "./decoder.js";
 import type { NativeContext, NativeSampler } from "./native.js";
 import type { SamplingPlan } from "./sampling.js";
 
@@ -107,21 +107,34 @@ describe("BatchDecoder", () => {
     });
   }
 
-  it("reads a burst of prompts one per step once a token costs about as much as a step's fixed part", async () => {
-    const scripts = new Map([0, 1, 2].map((id) => [id, [10, 11, 12] as Token[]]));
-    const native = new ScriptedContext(scripts);
-    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0 });
-    const request = { prompt: [1, 5, 6, 7] as Token[], plan: plan(3), stopStrings: [], stopTokenSequences: [] };
-    // Unknown cost: a burst shares one step, as before.
-    await Promise.all([0, 1, 2].map((id) => decoder.generate(slot(id), request)));
-    expect(native.log.slice(0, 4)).toEqual(["prompt 0", "prompt 1", "prompt 2", "decode 1"]);
-
-    // A CPU-like cost: 6 ms a step plus 5 ms a token.
-    for (let i = 0; i < 40; i++) decoder.cost.observe(1 + (i % 8), 0.006 + 0.005 * (1 + (i % 8)));
+  /** Three requests at once on sequences 0-2; the log of their prompt reads and decodes. */
+  async function burst(native: ScriptedContext, scripts: Map<number, Token[]>, decoder: BatchDecoder): Promise<string[]> {
     native.log.length = 0;
     for (const id of [0, 1, 2]) scripts.set(id, [10, 11, 12] as Token[]);
+    const request = { prompt: [1, 5, 6, 7] as Token[], plan: plan(3), stopStrings: [], stopTokenSequences: [] };
     await Promise.all([0, 1, 2].map((id) => decoder.generate(slot(id), request)));
-    expect(native.log.filter((entry) => entry.startsWith("prompt") || entry.startsWith("decode")).slice(0, 6)).toEqual([
+    return native.log.filter((entry) => entry.startsWith("prompt") || entry.startsWith("decode"));
+  }
+
+  function burstDecoder(promptAdmission: PromptAdmission) {
+    const scripts = new Map<number, Token[]>();
+    const native = new ScriptedContext(scripts);
+    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission, arriving: () => 0 });
+    return { decoder, run: () => burst(native, scripts, decoder) };
+  }
+
+  /** A CPU-like cost: 6 ms a step plus 5 ms a token. */
+  function teachCpuCost(decoder: BatchDecoder): void {
+    for (let i = 0; i < 40; i++) decoder.cost.observe(1 + (i % 8), 0.006 + 0.005 * (1 + (i % 8)));
+  }
+
+  it("reads a burst of prompts one per step once a token costs about as much as a step's fixed part", async () => {
+    const { decoder, run } = burstDecoder("cost");
+    // Unknown cost: a burst shares one step, as before.
+    expect((await run()).slice(0, 4)).toEqual(["prompt 0", "prompt 1", "prompt 2", "decode 1"]);
+
+    teachCpuCost(decoder);
+    expect((await run()).slice(0, 6)).toEqual([
       "prompt 0",
       "decode 4",
       "prompt 1",
@@ -132,13 +145,9 @@ describe("BatchDecoder", () => {
   });
 
   it("reads every waiting prompt in one step with promptAdmission all, whatever the cost", async () => {
-    const scripts = new Map([0, 1, 2].map((id) => [id, [10, 11, 12] as Token[]]));
-    const native = new ScriptedContext(scripts);
-    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "all", arriving: () => 0 });
-    for (let i = 0; i < 40; i++) decoder.cost.observe(1 + (i % 8), 0.006 + 0.005 * (1 + (i % 8)));
-    const request = { prompt: [1, 5, 6, 7] as Token[], plan: plan(3), stopStrings: [], stopTokenSequences: [] };
-    await Promise.all([0, 1, 2].map((id) => decoder.generate(slot(id), request)));
-    expect(native.log.slice(0, 4)).toEqual(["prompt 0", "prompt 1", "prompt 2", "decode 1"]);
+    const { decoder, run } = burstDecoder("all");
+    teachCpuCost(decoder);
+    expect((await run()).slice(0, 4)).toEqual(["prompt 0", "prompt 1", "prompt 2", "decode 1"]);
   });
 
   it("hands over text produced before an abort, then the aborted result", async () => {

@@ -62,8 +62,6 @@ class Job {
   pendingText = "";
   /** The job's result, handed over once the next step is under way. */
   outcome: DecodeResult | undefined;
-  /** Whether the job waits in the outbox. */
-  inOutbox = false;
 
   constructor(
     readonly slot: DecoderSlot,
@@ -196,7 +194,6 @@ export class BatchDecoder {
   /** Hands every job in the outbox its text, then its result if it has ended. */
   private deliver(): void {
     for (const job of this.outbox.splice(0)) {
-      job.inOutbox = false;
       if (job.pendingText.length > 0) {
         const text = job.pendingText;
         job.pendingText = "";
@@ -206,21 +203,20 @@ export class BatchDecoder {
     }
   }
 
-  private post(job: Job): void {
-    if (job.inOutbox) return;
-    job.inOutbox = true;
-    this.outbox.push(job);
+  /** A job is in the outbox while it has text not yet handed over, or once it has a result (it gets nothing after that). */
+  private waitsInOutbox(job: Job): boolean {
+    return job.pendingText.length > 0 || job.outcome !== undefined;
   }
 
   private emit(job: Job, text: string): void {
     if (text.length === 0) return;
+    if (!this.waitsInOutbox(job)) this.outbox.push(job);
     job.pendingText += text;
-    this.post(job);
   }
 
   private settle(job: Job, result: DecodeResult): void {
+    if (!this.waitsInOutbox(job)) this.outbox.push(job);
     job.outcome = result;
-    this.post(job);
   }
 
   /** Between steps: trims each new job's slot to the prompt prefix it shares and arms its sampler. */

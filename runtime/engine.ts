@@ -32,8 +32,8 @@ export interface EngineOptions {
   gpu: GpuChoice;
   gpuLayers: "auto" | "max" | number;
   maxQueue: number;
-  /** Which waiting prompts join a step (see BatchDecoderOptions.promptAdmission); default "cost". */
-  promptAdmission?: PromptAdmission;
+  /** Which waiting prompts join a step (see BatchDecoderOptions.promptAdmission). */
+  promptAdmission: PromptAdmission;
   logger: Logger;
   onLoadProgress?: (fraction: number) => void;
   /** Called after every batched decode: tokens and sequences in the batch, and seconds it took. */
@@ -121,7 +121,7 @@ export class Engine {
     const sampleBehindDecode = hasSingleThreadPool();
     // A local build (`npm run build:llama`) is compiled for this CPU; the prebuilt one picks the
     // closest of its generic CPU variants, which costs F16 models ~7% per step (bench/README.md).
-    log.info({ llamaBuild: llama.buildType, sampleBehindDecode, promptAdmission: options.promptAdmission ?? "cost" }, llama.buildType === "localBuild" ? "llama.cpp: local build" : "llama.cpp: prebuilt binaries");
+    log.info({ llamaBuild: llama.buildType, sampleBehindDecode, promptAdmission: options.promptAdmission }, llama.buildType === "localBuild" ? "llama.cpp: local build" : "llama.cpp: prebuilt binaries");
     const model = await llama.loadModel({
       modelPath: options.modelPath,
       gpuLayers: options.gpu === "off" ? 0 : options.gpuLayers,
@@ -150,7 +150,7 @@ export class Engine {
         batchSize: context.batchSize,
         contextSize: context.contextSize,
         sampleBehindDecode,
-        promptAdmission: options.promptAdmission ?? "cost",
+        promptAdmission: options.promptAdmission,
         onStep: options.onDecodeStep,
         arriving: options.arriving,
       },
