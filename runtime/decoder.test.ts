@@ -150,6 +150,47 @@ describe("BatchDecoder", () => {
     expect((await run()).slice(0, 4)).toEqual(["prompt 0", "prompt 1", "prompt 2", "decode 1"]);
   });
 
+  it("makes a step's text while the next step decodes; a stop string found then ends the job after that step", async () => {
+    // Sequence 0 reads "abcde..."; the stop string "bc" is complete once token 12 (c) is text.
+    const native = new ScriptedContext(new Map([[0, [10, 11, 12, 13, 14, 15] as Token[]]]));
+    const detokenized: string[] = [];
+    const logged = {
+      isEogToken: model.isEogToken,
+      detokenize: (tokens: readonly Token[], last: readonly Token[]) => {
+        const text = model.detokenize(tokens);
+        native.log.push(`detokenize ${text}`);
+        detokenized.push(text);
+        return text;
+      },
+    };
+    const decoder = new BatchDecoder(native, logged, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0 });
+    const slot0 = slot(0);
+    const result = await decoder.generate(slot0, { prompt: [1, 5] as Token[], plan: plan(10), stopStrings: ["bc"], stopTokenSequences: [] });
+    await decoder.idle();
+
+    expect(result).toMatchObject({ text: "a", finishReason: "stop", completionTokens: 3, aborted: false });
+    // Token n's text is made after decode n + 1 is queued (decode 1 reads the prompt).
+    expect(native.log.filter((entry) => !entry.startsWith("prompt"))).toEqual([
+      "decode 1",
+      "decode 2",
+      "detokenize a",
+      "decode 3",
+      "detokenize b",
+      "decode 4",
+      "detokenize c",
+    ]);
+    // Decode 4 still fed token c into the sequence; the slot records it, so the next request
+    // on this slot reuses exactly the cells that hold.
+    expect(slot0.cached).toEqual([1, 5, 10, 11, 12]);
+  });
+
+  it("ends with finish reason stop when the last allowed token completes a stop string", async () => {
+    const native = new ScriptedContext(new Map([[0, [10, 11, 12] as Token[]]]));
+    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0 });
+    const result = await decoder.generate(slot(0), { prompt: [1, 5] as Token[], plan: plan(2), stopStrings: ["ab"], stopTokenSequences: [] });
+    expect(result).toMatchObject({ text: "", finishReason: "stop", completionTokens: 2 });
+  });
+
   it("hands over text produced before an abort, then the aborted result", async () => {
     const native = new ScriptedContext(new Map([[0, [10, 11, 12, 13, 14, 15] as Token[]]]));
     const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0 });

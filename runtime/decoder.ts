@@ -9,6 +9,8 @@ import { TextAssembler, type Detokenize } from "./text-stream.js";
 const PENALTY_LAST_TOKENS = 64;
 /** The longest an idle loop waits for arriving requests before its first step (see startLoop). */
 const IDLE_JOIN_MS = 2;
+const NO_LOGITS = new Uint32Array(0);
+const LOGITS_AT_FIRST = Uint32Array.of(0);
 
 /** One context sequence: its id, its sampler and the tokens whose KV cells it holds now. */
 export interface DecoderSlot {
@@ -58,20 +60,24 @@ class Job {
   /** The last sampled tokens, as long as the longest stop token sequence. */
   readonly tail: Token[] = [];
   readonly assembler: TextAssembler;
+  /** Sampled tokens not yet turned into text (see BatchDecoder.assemble). */
+  readonly unassembled: Token[] = [];
   /** Text produced this step, handed to onText once the next step is under way. */
   pendingText = "";
   /** The job's result, handed over once the next step is under way. */
   outcome: DecodeResult | undefined;
 
+  /** Prompt tokens whose KV cells the slot held already (set on admission). */
+  reused = 0;
+
   constructor(
     readonly slot: DecoderSlot,
     readonly request: DecodeRequest,
-    readonly reused: number,
     readonly resolve: (result: DecodeResult) => void,
     readonly reject: (error: unknown) => void,
     detokenize: Detokenize,
   ) {
-    this.fed = reused;
+    this.fed = 0;
     this.assembler = new TextAssembler(detokenize, request.prompt, request.stopStrings);
   }
 }
@@ -123,6 +129,8 @@ export class BatchDecoder {
   private lastPeak = 0;
   /** What a step costs here, learned from the steps (see the prompt admission in step()). */
   readonly cost = new StepCost();
+  /** The token of a one-token batch item (see step()). */
+  private readonly oneToken = new Uint32Array(1);
 
   constructor(
     private readonly native: NativeContext,
@@ -133,8 +141,7 @@ export class BatchDecoder {
   /** Generates on `slot` (which the caller owns until this settles). */
   generate(slot: DecoderSlot, request: DecodeRequest): Promise<DecodeResult> {
     return new Promise<DecodeResult>((resolve, reject) => {
-      const reused = reusablePrefix(slot.cached, request.prompt);
-      this.incoming.push(new Job(slot, request, reused, resolve, reject, this.model.detokenize));
+      this.incoming.push(new Job(slot, request, resolve, reject, this.model.detokenize));
       this.startLoop();
     });
   }
@@ -227,6 +234,9 @@ export class BatchDecoder {
         this.settle(job, this.result(job, "stop", true));
         continue;
       }
+      // Measured now, not when the request came: the slot's last step may have ended since.
+      job.reused = reusablePrefix(slot.cached, request.prompt);
+      job.fed = job.reused;
       try {
         if (slot.cached.length > job.reused) {
           // Partial removal is refused by recurrent models; then the slot starts empty.
@@ -255,6 +265,7 @@ export class BatchDecoder {
       const job = this.active[i]!;
       if (job.request.signal?.aborted) {
         this.active.splice(i, 1);
+        this.assemble(job);
         this.settle(job, this.result(job, "stop", true));
       }
     }
@@ -298,11 +309,19 @@ export class BatchDecoder {
     plan.sort((a, b) => a.job.slot.sequenceId - b.job.slot.sequenceId);
     const size = this.options.batchSize - budget;
     this.native.initBatch(size);
-    const noLogits = new Uint32Array(0);
     for (const item of plan) {
       const { job, tokens } = item;
-      const logitAt = item.logits ? Uint32Array.of(tokens.length - 1) : noLogits;
-      const indexes = this.native.addToBatch(job.slot.sequenceId, job.slot.cached.length, Uint32Array.from(tokens), logitAt);
+      // addToBatch copies what it is given, so a one-token item (every generating sequence)
+      // reuses the same two arrays: typed-array allocations are most of its cost.
+      let batchTokens: Uint32Array;
+      if (tokens.length === 1) {
+        batchTokens = this.oneToken;
+        batchTokens[0] = tokens[0]!;
+      } else {
+        batchTokens = Uint32Array.from(tokens);
+      }
+      const logitAt = !item.logits ? NO_LOGITS : tokens.length === 1 ? LOGITS_AT_FIRST : Uint32Array.of(tokens.length - 1);
+      const indexes = this.native.addToBatch(job.slot.sequenceId, job.slot.cached.length, batchTokens, logitAt);
       job.logitIndex = item.logits ? indexes[0]! : -1;
     }
     const sampling = plan.filter((item) => item.logits);
@@ -312,7 +331,9 @@ export class BatchDecoder {
     const queuedSamples = this.options.sampleBehindDecode ? sample() : undefined;
     // They are awaited below, after the decode; until then a rejection is not unhandled.
     for (const queued of queuedSamples ?? []) queued.catch(() => {});
-    // The engine is busy now: hand over the last step's text and results meanwhile.
+    // The engine is busy now: make the last step's text and hand it and the results over
+    // meanwhile. A job whose text met a stop string ends here; its token in this step is wasted.
+    this.assembleAll();
     this.deliver();
     try {
       await decoding;
@@ -338,30 +359,56 @@ export class BatchDecoder {
       return;
     }
     const now = performance.now();
-    for (let i = 0; i < sampling.length; i++) this.accept(sampling[i]!.job, tokens[i]!, now);
+    for (let i = 0; i < sampling.length; i++) {
+      const { job } = sampling[i]!;
+      // Ended during this step (a stop string in its text, see assembleAll).
+      if (job.outcome === undefined) this.accept(job, tokens[i]!, now);
+    }
   }
 
-  /** Takes one sampled token: ends the job or queues the token for the next step. */
+  /**
+   * Takes one sampled token: ends the job or queues the token for the next step. Its text is
+   * made later (assemble), once the next step's decode is queued: detokenizing holds up nothing
+   * then. Only a stop string needs the text, and a job that meets one leaves after that step.
+   */
   private accept(job: Job, token: Token | -1, now: number): void {
     job.logitIndex = -1;
     job.next = undefined;
     if (token === -1) return this.finish(job, "stop");
     job.sampled++;
     job.firstTokenAt ??= now;
-    const { request } = job;
     if (this.model.isEogToken(token)) return this.finish(job, "stop");
     if (endsWithStopSequence(job, token)) return this.finish(job, "stop");
-    this.emit(job, job.assembler.push(token));
-    if (job.assembler.stopped) return this.finish(job, "stop");
-    if (job.sampled >= request.plan.maxTokens || job.slot.cached.length + 1 > this.options.contextSize) return this.finish(job, "length");
+    job.unassembled.push(token);
+    if (job.sampled >= job.request.plan.maxTokens || job.slot.cached.length + 1 > this.options.contextSize) return this.finish(job, "length");
     job.next = token;
+  }
+
+  /** Turns every generating job's new tokens into text; a job whose text meets a stop string ends. */
+  private assembleAll(): void {
+    for (let i = 0; i < this.active.length; i++) {
+      const job = this.active[i]!;
+      if (job.unassembled.length > 0 && this.assemble(job)) {
+        this.finish(job, "stop");
+        i--;
+      }
+    }
+  }
+
+  /** Turns the job's new tokens into text; true once its text has met a stop string. */
+  private assemble(job: Job): boolean {
+    for (const token of job.unassembled) this.emit(job, job.assembler.push(token));
+    job.unassembled.length = 0;
+    return job.assembler.stopped;
   }
 
   private finish(job: Job, reason: FinishReason): void {
     const index = this.active.indexOf(job);
     if (index >= 0) this.active.splice(index, 1);
+    // Its last tokens may still hold a stop string (made into text only now).
+    const stopped = this.assemble(job);
     this.emit(job, job.assembler.finish());
-    this.settle(job, this.result(job, reason, false));
+    this.settle(job, this.result(job, stopped ? "stop" : reason, false));
   }
 
   private fail(job: Job, error: unknown): void {

@@ -145,7 +145,7 @@ export class Engine {
     }
     const decoder = new BatchDecoder(
       native.context,
-      { isEogToken: (token) => model.isEogToken(token), detokenize: (tokens, lastTokens) => model.detokenize(tokens, false, lastTokens) },
+      { isEogToken: memoized((token: Token) => model.isEogToken(token)), detokenize: (tokens, lastTokens) => model.detokenize(tokens, false, lastTokens) },
       {
         batchSize: context.batchSize,
         contextSize: context.contextSize,
@@ -298,4 +298,20 @@ export class Engine {
     await this.model.dispose();
     await this.llama.dispose();
   }
+}
+
+/**
+ * `lookup` with its answers kept: the batch loop asks once per sampled token, and node-llama-cpp
+ * answers isEogToken with a native call each time. Bounded by the vocabulary.
+ */
+function memoized(lookup: (token: Token) => boolean): (token: Token) => boolean {
+  const known = new Map<Token, boolean>();
+  return (token) => {
+    let answer = known.get(token);
+    if (answer === undefined) {
+      answer = lookup(token);
+      known.set(token, answer);
+    }
+    return answer;
+  };
 }
