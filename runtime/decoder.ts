@@ -50,7 +50,7 @@ export interface DecoderModel {
 
 class Job {
   /** Prompt tokens already decoded into the slot. */
-  fed: number;
+  fed = 0;
   /** The last sampled token, decoded in the next step. */
   next: Token | undefined;
   sampled = 0;
@@ -77,7 +77,6 @@ class Job {
     readonly reject: (error: unknown) => void,
     detokenize: Detokenize,
   ) {
-    this.fed = 0;
     this.assembler = new TextAssembler(detokenize, request.prompt, request.stopStrings);
   }
 }
