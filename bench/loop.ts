@@ -21,8 +21,8 @@
  */
 import { getLlama, type Token } from "node-llama-cpp";
 import { ensureTestModel } from "../test/helpers/test-models.js";
-import { nativeHandles, type NativeContext, type NativeSampler } from "../runtime/native.js";
-import { BatchDecoder, type DecoderSlot, type PromptAdmission } from "../runtime/decoder.js";
+import { nativeHandles, type NativeContext } from "../runtime/native.js";
+import { armSampler, BatchDecoder, type DecoderSlot, type PromptAdmission } from "../runtime/decoder.js";
 import type { SamplingPlan } from "../runtime/sampling.js";
 import { hasSingleThreadPool } from "../common/runtime-env.js";
 import { argValue, fixed, median, PIN, pinSelf, table } from "./lib.js";
@@ -70,11 +70,6 @@ function emptySlots(): void {
   }
 }
 
-function armSampler(sampler: NativeSampler, prompt: readonly Token[]): void {
-  sampler.applyConfig({ temperature: PLAN.temperature, topK: PLAN.topK, topP: PLAN.topP, seed: promptId, repeatPenaltyTokens: Uint32Array.from(prompt),
-    repeatPenalty: PLAN.repetitionPenalty, repeatPenaltyMaxTokens: 64, repeatPenaltyPresencePenalty: 0, repeatPenaltyFrequencyPenalty: 0 });
-}
-
 /** Corral's loop: S clients, R requests each. Returns sampled tokens/s. */
 async function throughLoop(): Promise<number> {
   emptySlots();
@@ -100,7 +95,7 @@ async function throughNative(ctx: NativeContext): Promise<number> {
     s.sampled = 0;
     s.position = 0;
     ctx.removeTokenCellsFromSequence(i, 0, -1);
-    armSampler(slots[i]!.sampler, s.prompt);
+    armSampler(slots[i]!.sampler, PLAN, s.prompt);
   };
   state.forEach((_, i) => start(i));
   let tokens = 0;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Token } from "node-llama-cpp";
-import { BatchDecoder, type DecoderSlot, type PromptAdmission } from "./decoder.js";
+import { BatchDecoder, type BatchDecoderOptions, type DecoderModel, type DecoderSlot, type PromptAdmission } from "./decoder.js";
 import type { NativeContext, NativeSampler } from "./native.js";
 import type { SamplingPlan } from "./sampling.js";
 
@@ -58,6 +58,11 @@ const model = {
   detokenize: (tokens: readonly Token[]) => tokens.map((token) => String.fromCharCode(87 + token)).join(""),
 };
 
+/** A decoder over `native` with a roomy batch and context; `options` overrides the rest. */
+function decoderOf(native: NativeContext, options: Partial<BatchDecoderOptions> = {}, decoderModel: DecoderModel = model): BatchDecoder {
+  return new BatchDecoder(native, decoderModel, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0, ...options });
+}
+
 describe("BatchDecoder", () => {
   for (const sampleBehindDecode of [false, true]) {
     it(`hands over a step's text and results only once the next decode is queued (sampleBehindDecode ${sampleBehindDecode})`, async () => {
@@ -67,7 +72,7 @@ describe("BatchDecoder", () => {
           [1, [13, 14, 15, 16, 2] as Token[]],
         ]),
       );
-      const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode, promptAdmission: "cost", arriving: () => 0 });
+      const decoder = decoderOf(native, { sampleBehindDecode });
       const request = (name: string, maxTokens: number) => ({
         prompt: [1, 5, 6] as Token[],
         plan: plan(maxTokens),
@@ -119,7 +124,7 @@ describe("BatchDecoder", () => {
   function burstDecoder(promptAdmission: PromptAdmission) {
     const scripts = new Map<number, Token[]>();
     const native = new ScriptedContext(scripts);
-    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission, arriving: () => 0 });
+    const decoder = decoderOf(native, { promptAdmission });
     return { decoder, run: () => burst(native, scripts, decoder) };
   }
 
@@ -153,17 +158,15 @@ describe("BatchDecoder", () => {
   it("makes a step's text while the next step decodes; a stop string found then ends the job after that step", async () => {
     // Sequence 0 reads "abcde..."; the stop string "bc" is complete once token 12 (c) is text.
     const native = new ScriptedContext(new Map([[0, [10, 11, 12, 13, 14, 15] as Token[]]]));
-    const detokenized: string[] = [];
     const logged = {
       isEogToken: model.isEogToken,
-      detokenize: (tokens: readonly Token[], last: readonly Token[]) => {
+      detokenize: (tokens: readonly Token[]) => {
         const text = model.detokenize(tokens);
         native.log.push(`detokenize ${text}`);
-        detokenized.push(text);
         return text;
       },
     };
-    const decoder = new BatchDecoder(native, logged, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0 });
+    const decoder = decoderOf(native, {}, logged);
     const slot0 = slot(0);
     const result = await decoder.generate(slot0, { prompt: [1, 5] as Token[], plan: plan(10), stopStrings: ["bc"], stopTokenSequences: [] });
     await decoder.idle();
@@ -186,14 +189,14 @@ describe("BatchDecoder", () => {
 
   it("ends with finish reason stop when the last allowed token completes a stop string", async () => {
     const native = new ScriptedContext(new Map([[0, [10, 11, 12] as Token[]]]));
-    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0 });
+    const decoder = decoderOf(native);
     const result = await decoder.generate(slot(0), { prompt: [1, 5] as Token[], plan: plan(2), stopStrings: ["ab"], stopTokenSequences: [] });
     expect(result).toMatchObject({ text: "", finishReason: "stop", completionTokens: 2 });
   });
 
   it("hands over text produced before an abort, then the aborted result", async () => {
     const native = new ScriptedContext(new Map([[0, [10, 11, 12, 13, 14, 15] as Token[]]]));
-    const decoder = new BatchDecoder(native, model, { batchSize: 64, contextSize: 64, sampleBehindDecode: true, promptAdmission: "cost", arriving: () => 0 });
+    const decoder = decoderOf(native);
     const controller = new AbortController();
     const texts: string[] = [];
     const result = await decoder.generate(slot(0), {

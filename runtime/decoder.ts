@@ -312,14 +312,10 @@ export class BatchDecoder {
       const { job, tokens } = item;
       // addToBatch copies what it is given, so a one-token item (every generating sequence)
       // reuses the same two arrays: typed-array allocations are most of its cost.
-      let batchTokens: Uint32Array;
-      if (tokens.length === 1) {
-        batchTokens = this.oneToken;
-        batchTokens[0] = tokens[0]!;
-      } else {
-        batchTokens = Uint32Array.from(tokens);
-      }
-      const logitAt = !item.logits ? NO_LOGITS : tokens.length === 1 ? LOGITS_AT_FIRST : Uint32Array.of(tokens.length - 1);
+      const single = tokens.length === 1;
+      if (single) this.oneToken[0] = tokens[0]!;
+      const batchTokens = single ? this.oneToken : Uint32Array.from(tokens);
+      const logitAt = !item.logits ? NO_LOGITS : single ? LOGITS_AT_FIRST : Uint32Array.of(tokens.length - 1);
       const indexes = this.native.addToBatch(job.slot.sequenceId, job.slot.cached.length, batchTokens, logitAt);
       job.logitIndex = item.logits ? indexes[0]! : -1;
     }
@@ -463,7 +459,8 @@ function endsWithStopSequence(job: Job, token: Token): boolean {
   return false;
 }
 
-function armSampler(sampler: NativeSampler, plan: SamplingPlan, prompt: readonly Token[]): void {
+/** Sets a slot's sampler up for a request: its sampling settings, and the penalty history from the prompt's tail. */
+export function armSampler(sampler: NativeSampler, plan: SamplingPlan, prompt: readonly Token[]): void {
   const penalize = plan.repetitionPenalty !== 1 || plan.presencePenalty !== 0 || plan.frequencyPenalty !== 0;
   sampler.applyConfig({
     ...(plan.temperature > 0 ? { temperature: plan.temperature, topK: plan.topK, topP: plan.topP } : {}),
