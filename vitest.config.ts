@@ -8,6 +8,6 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    globalSetup: ["test/build-setup.ts", "test/global-setup.ts"],
+    globalSetup: ["test/build-setup.ts", "test/global-setup.ts", "test/kube/global-setup.ts"],
   },
 });
