@@ -1,15 +1,15 @@
-// The Model CRD: its schema documents and validates every field, and the API server (the fake,
-// which applies the same structural-schema and CEL rules as kube-apiserver) accepts the examples
-// and rejects bad Models with messages a person can act on.
+// The Model CRD: its schema documents and validates every field, and the real kube-apiserver
+// (test/kube/control-plane.ts: the CEL cost budget, structural pruning, defaulting, the status
+// subresource) accepts it and the examples, and rejects bad Models with messages a person can act on.
 
 import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { KubeClient, describeKubeError, errorCode } from "../common/kube-client.js";
+import { KubeClient, RESOURCES, describeKubeError, errorCode } from "../common/kube-client.js";
 import { MODELS, loadModelCrd, type Model } from "../common/model-resource.js";
 import { packagePath } from "../common/package-root.js";
-import { startFakeKube, type FakeKube } from "../test/fake-kube/index.js";
+import { installCrd, realKube } from "../test/kube/cluster.js";
 
 const crd = loadModelCrd();
 const version = crd.spec.versions[0];
@@ -64,19 +64,23 @@ describe("the Model CRD document", () => {
   });
 });
 
-describe("the API server with the Model CRD", () => {
-  let fake: FakeKube;
+const kube = realKube();
+
+describe.skipIf(!kube)("kube-apiserver with the Model CRD", () => {
   let client: KubeClient;
+  const ns = `crd-${Date.now().toString(36)}`;
 
   beforeAll(async () => {
-    fake = await startFakeKube({ crdInitDelayMs: 0 });
-    fake.create(loadModelCrd());
-    client = new KubeClient(fake.kubeConfig);
+    client = new KubeClient(kube!.kubeConfig);
+    await installCrd(client);
+    await client.create(RESOURCES.namespaces, undefined, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
   });
-  afterAll(async () => fake?.close());
+  afterAll(async () => {
+    await client?.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined);
+  });
 
   const create = (name: string, spec: Record<string, unknown>, metadata: Record<string, unknown> = {}) =>
-    client.create<Model>(MODELS, "default", { apiVersion: "corral.dev/v1alpha1", kind: "Model", metadata: { name, ...metadata }, spec });
+    client.create<Model>(MODELS, ns, { apiVersion: "corral.dev/v1alpha1", kind: "Model", metadata: { name, ...metadata }, spec });
 
   async function rejection(name: string, spec: Record<string, unknown>): Promise<string> {
     try {
@@ -96,7 +100,7 @@ describe("the API server with the Model CRD", () => {
       for (const doc of parseAllDocuments(readFileSync(path.join(dir, file), "utf8"))) {
         const model = doc.toJS() as Model;
         if (model?.kind !== "Model") continue;
-        const created = await client.create<Model>(MODELS, "default", model);
+        const created = await client.create<Model>(MODELS, ns, model);
         expect(created.spec.minReplicas, file).toBe(model.spec.minReplicas ?? 0);
         expect(created.spec.replicas, file).toBe(model.spec.replicas ?? 1);
       }
@@ -108,9 +112,9 @@ describe("the API server with the Model CRD", () => {
     expect(created.spec).toEqual({ source: "https://example.com/m.gguf", replicas: 1, minReplicas: 0 });
   });
 
-  it("rejects minReplicas above maxReplicas, naming both values", async () => {
+  it("rejects minReplicas above maxReplicas, naming the field", async () => {
     expect(await rejection("minmax", { source: "hf:a/b/c.gguf", minReplicas: 3, maxReplicas: 2 })).toBe(
-      'Model.corral.dev "minmax" is invalid: spec.minReplicas: Invalid value: "object": minReplicas (3) must be less than or equal to maxReplicas (2)',
+      'Model.corral.dev "minmax" is invalid: spec.minReplicas: Invalid value: "object": minReplicas must be less than or equal to maxReplicas',
     );
   });
 
@@ -143,6 +147,57 @@ describe("the API server with the Model CRD", () => {
     expect(await rejection("badgpu", { source: "hf:a/b/c.gguf", resources: { gpu: 1, gpuResourceName: "gpu" } })).toContain("spec.resources.gpuResourceName");
     expect(await rejection("Bad.Name", { source: "hf:a/b/c.gguf" })).toContain("metadata.name must be a DNS-1035 label");
     expect(await rejection("topp", { source: "hf:a/b/c.gguf", defaults: { topP: 0 } })).toContain("spec.defaults.topP");
+  });
+
+  // Each row: a spec (or a name) and a fragment of the real API server's answer.
+  const invalid: [string, Record<string, unknown>, string][] = [
+    ["no source", { replicas: 1 }, "spec.source: Required value"],
+    ["an empty source", { source: "" }, "spec.source: Invalid value"],
+    ["a source over 2048 bytes", { source: `https://example.com/${"a".repeat(2048)}.gguf` }, "spec.source: Too long"],
+    ["an hf: source without a file", { source: "hf:org/repo" }, "an hf: source is hf:owner/repo/file.gguf"],
+    ["an http:// source", { source: "http://example.com/m.gguf" }, "http:// is not allowed"],
+    ["a modelId with spaces", { source: "hf:a/b/c.gguf", modelId: "my model" }, "spec.modelId: Invalid value"],
+    ["replicas above 1000", { source: "hf:a/b/c.gguf", replicas: 1001 }, "spec.replicas: Invalid value: 1001"],
+    ["maxReplicas 0", { source: "hf:a/b/c.gguf", maxReplicas: 0 }, "spec.maxReplicas: Invalid value: 0"],
+    ["a fractional replica count", { source: "hf:a/b/c.gguf", replicas: 1.5 }, "spec.replicas: Invalid value"],
+    ["a context below 64", { source: "hf:a/b/c.gguf", contextSize: 8 }, "spec.contextSize: Invalid value: 8"],
+    ["parallel 0", { source: "hf:a/b/c.gguf", parallel: 0 }, "spec.parallel: Invalid value: 0"],
+    ["65 GPUs", { source: "hf:a/b/c.gguf", resources: { gpu: 65 } }, "spec.resources.gpu: Invalid value: 65"],
+    ["a negative temperature", { source: "hf:a/b/c.gguf", defaults: { temperature: -1 } }, "spec.defaults.temperature: Invalid value: -1"],
+    ["max_length above 16384", { source: "hf:a/b/c.gguf", defaults: { maxLength: 20000 } }, "spec.defaults.maxLength: Invalid value: 20000"],
+    ["an env var with value and valueFrom", { source: "hf:a/b/c.gguf", env: [{ name: "A", value: "x", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } }] }, "set either value or valueFrom, not both"],
+    ["valueFrom with two sources", { source: "hf:a/b/c.gguf", env: [{ name: "A", valueFrom: { fieldRef: { fieldPath: "metadata.name" }, secretKeyRef: { name: "s", key: "k" } } }] }, "valueFrom needs exactly one of secretKeyRef, configMapKeyRef, fieldRef"],
+    ["the same env var twice", { source: "hf:a/b/c.gguf", env: [{ name: "A", value: "1" }, { name: "A", value: "2" }] }, 'spec.env[1]: Duplicate value: {"name":"A"}'],
+    ["a bad env var name", { source: "hf:a/b/c.gguf", env: [{ name: "1A=", value: "1" }] }, "spec.env[0].name: Invalid value"],
+    ["a toleration with an unknown effect", { source: "hf:a/b/c.gguf", tolerations: [{ key: "k", operator: "Exists", effect: "Sometimes" }] }, 'spec.tolerations[0].effect: Unsupported value: "Sometimes"'],
+    ["a storage class for an existing claim", { source: "m.gguf", cache: { claimName: "models", storageClassName: "fast" } }, "cache.storageClassName and cache.accessMode only apply to a claim the operator creates"],
+    ["a cache with neither claim nor size", { source: "hf:a/b/c.gguf", cache: {} }, "set either cache.claimName (an existing PersistentVolumeClaim) or cache.size"],
+    ["an unknown access mode", { source: "hf:a/b/c.gguf", cache: { size: "1Gi", accessMode: "ReadMany" } }, 'spec.cache.accessMode: Unsupported value: "ReadMany"'],
+    ["a bad cache size", { source: "hf:a/b/c.gguf", cache: { size: "big" } }, "spec.cache.size: Invalid value"],
+  ];
+
+  it.each(invalid)("refuses a Model with %s, saying why", async (what, spec, fragment) => {
+    const name = `bad-${invalid.findIndex(([w]) => w === what)}`;
+    expect(await rejection(name, spec)).toContain(fragment);
+  });
+
+  it("refuses a name longer than 63 characters", async () => {
+    expect(await rejection(`m${"a".repeat(63)}`, { source: "hf:a/b/c.gguf" })).toContain("metadata.name: Too long: may not be more than 63");
+  });
+
+  const valid: [string, Record<string, unknown>][] = [
+    ["an https source", { source: "https://example.com/models/m.gguf" }],
+    ["a cache path with a claim", { source: "llama/m.gguf", cache: { claimName: "models" } }],
+    ["a cache the operator creates", { source: "hf:a/b/c.gguf", cache: { size: "10Gi", accessMode: "ReadWriteMany", storageClassName: "fast" } }],
+    ["every bound at its limit", { source: "hf:a/b/c.gguf", replicas: 1000, minReplicas: 1000, maxReplicas: 1000, parallel: 256, contextSize: 64, resources: { cpu: "500m", memory: "1Gi", gpu: 64, gpuResourceName: "amd.com/gpu" } }],
+    ["sampling defaults", { source: "hf:a/b/c.gguf", defaults: { maxLength: 16384, temperature: 0, topP: 1, topK: 0, repetitionPenalty: 1, doSample: false } }],
+    ["env from a secret, a config map and a field", { source: "hf:a/b/c.gguf", env: [{ name: "HF_TOKEN", valueFrom: { secretKeyRef: { name: "hf", key: "token", optional: true } } }, { name: "B", valueFrom: { configMapKeyRef: { name: "c", key: "k" } } }, { name: "POD", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } }] }],
+    ["scheduling fields", { source: "hf:a/b/c.gguf", nodeSelector: { "nvidia.com/gpu.present": "true" }, tolerations: [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }], affinity: { nodeAffinity: {} }, priorityClassName: "high" }],
+  ];
+
+  it.each(valid)("accepts a Model with %s", async (what, spec) => {
+    const created = await create(`ok-${valid.findIndex(([w]) => w === what)}`, spec);
+    expect(created.spec).toMatchObject(spec);
   });
 
   it("keeps spec out of status writes and status out of spec writes", async () => {

@@ -2,6 +2,9 @@
 
 import { inject } from "vitest";
 import { KubeConfig } from "@kubernetes/client-node";
+import { RESOURCES, type KubeClient } from "../../common/kube-client.js";
+import type { KubeObject } from "../../common/kube-types.js";
+import { MODEL_CRD_NAME, loadModelCrd } from "../../common/model-resource.js";
 
 export interface RealKube {
   kubeconfigPath: string;
@@ -24,4 +27,22 @@ export function realKube(): RealKube | undefined {
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromFile(kube.kubeconfigPath);
   return { ...kube, kubeConfig };
+}
+
+/**
+ * Applies the Model CRD (server-side) and waits until it is Established and Models can be listed
+ * (right after creation the API server can answer 404 or 429 for a moment).
+ */
+export async function installCrd(client: KubeClient, timeoutMs = 30_000): Promise<void> {
+  await client.apply(RESOURCES.customResourceDefinitions, loadModelCrd() as KubeObject, { fieldManager: "corral-tests", force: true });
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const crd = await client
+      .get<KubeObject & { status?: { conditions?: { type: string; status: string }[] } }>(RESOURCES.customResourceDefinitions, undefined, MODEL_CRD_NAME)
+      .catch(() => undefined);
+    const established = crd?.status?.conditions?.some((c) => c.type === "Established" && c.status === "True");
+    if (established && (await client.request("GET" as never, "/apis/corral.dev/v1alpha1/models?limit=1").then(() => true, () => false))) return;
+    if (Date.now() > deadline) throw new Error(`the Model CRD was not established within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
