@@ -1,5 +1,6 @@
 // The shared real control plane, as test files see it (started once by test/kube/global-setup.ts).
 
+import path from "node:path";
 import { inject } from "vitest";
 import { KubeConfig } from "@kubernetes/client-node";
 import { RESOURCES, type KubeClient } from "../../common/kube-client.js";
@@ -11,6 +12,8 @@ export interface RealKube {
   /** The control plane's folder: certificates, logs, the pod runner's address claims. */
   dir: string;
   server: string;
+  /** The API server's audit log: JSON lines at Metadata level (user, verb, resource, response code). */
+  auditLogPath: string;
   kubeConfig: KubeConfig;
 }
 
@@ -26,7 +29,7 @@ export function realKube(): RealKube | undefined {
   }
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromFile(kube.kubeconfigPath);
-  return { ...kube, kubeConfig };
+  return { ...kube, auditLogPath: path.join(kube.dir, "audit.log"), kubeConfig };
 }
 
 /**

@@ -28,6 +28,8 @@ export interface ControlPlane {
   /** An admin (system:masters) kubeconfig file. */
   kubeconfigPath: string;
   kubeConfig: KubeConfig;
+  /** The API server's audit log (JSON lines, Metadata level): every request, its user and its answer. */
+  auditLogPath: string;
   /** PEM of the cluster CA (for kubeconfigs of other identities). */
   caData: string;
   stop(): Promise<void>;
@@ -188,6 +190,8 @@ export async function startControlPlane(options: StartControlPlaneOptions): Prom
     procs.push(etcd);
     await until("etcd did not answer", 30_000, procs, dir, async () => (await fetch(`http://127.0.0.1:${etcdClient}/health`)).ok);
 
+    const auditPolicy = path.join(dir, "audit-policy.yaml");
+    writeFileSync(auditPolicy, "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n");
     const apiserver = startProcess(dir, "kube-apiserver", bin("kube-apiserver"), [
       "--etcd-servers", `http://127.0.0.1:${etcdClient}`,
       "--bind-address", "127.0.0.1",
@@ -203,6 +207,11 @@ export async function startControlPlane(options: StartControlPlaneOptions): Prom
       "--service-account-key-file", path.join(dir, "sa.pub"),
       "--service-account-signing-key-file", path.join(dir, "sa.key"),
       "--endpoint-reconciler-type", "none",
+      // Every request at Metadata level (who, verb, resource, code): the RBAC tests read which
+      // calls each ServiceAccount made and what the real authorizer answered.
+      "--audit-policy-file", auditPolicy,
+      "--audit-log-path", path.join(dir, "audit.log"),
+      "--audit-log-format", "json",
       "--allow-privileged",
     ]);
     procs.push(apiserver);
@@ -261,7 +270,7 @@ export async function startControlPlane(options: StartControlPlaneOptions): Prom
       );
     }
     await until("the default ServiceAccount was not created", 90_000, procs, dir, async () => (await admin("/api/v1/namespaces/default/serviceaccounts/default")).ok);
-    return { dir, server, kubeconfigPath, kubeConfig, caData: readFileSync(path.join(dir, "ca.crt"), "utf8"), stop };
+    return { dir, server, kubeconfigPath, kubeConfig, auditLogPath: path.join(dir, "audit.log"), caData: readFileSync(path.join(dir, "ca.crt"), "utf8"), stop };
   } catch (error) {
     await stop();
     throw error;
