@@ -15,6 +15,7 @@ declare module "vitest" {
 export default async function setup(project: TestProject): Promise<(() => Promise<void>) | void> {
   const { dir: assets, reason } = findKubeAssets();
   if (!assets) {
+    if (process.env.CORRAL_REQUIRE_KUBE === "1") throw new Error(`CORRAL_REQUIRE_KUBE=1 but ${reason}`);
     project.provide("kube", { skip: reason! });
     return;
   }
