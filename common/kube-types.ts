@@ -87,7 +87,7 @@ export interface ContainerStatus {
   state?: {
     waiting?: { reason?: string; message?: string };
     running?: { startedAt?: string };
-    terminated?: { reason?: string; message?: string; exitCode?: number };
+    terminated?: { reason?: string; message?: string; exitCode?: number; signal?: number; startedAt?: string; finishedAt?: string };
   };
   lastState?: ContainerStatus["state"];
 }

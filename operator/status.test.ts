@@ -117,6 +117,28 @@ describe("computeStatus", () => {
     expect(getCondition(status, "Progressing")).toMatchObject({ status: "False" });
   });
 
+  it("stays Ready but Degraded for ten minutes after a runtime was killed and restarted, saying how it died", () => {
+    const restarted = (finishedAt: string) =>
+      pod("p1", {
+        phase: "Running",
+        podIP: "10.0.0.1",
+        conditions: [{ type: "Ready", status: "True" }],
+        containerStatuses: [
+          { name: "runtime", ready: true, restartCount: 1, state: { running: {} }, lastState: { terminated: { exitCode: 137, reason: "Error", finishedAt } } },
+        ],
+      });
+    const ready = { observedGeneration: 1, replicas: 1, updatedReplicas: 1, readyReplicas: 1 };
+    const recent = observe({ deployment: deployment(ready), pods: [restarted("2025-01-02T03:00:00Z")] });
+    expect(recent.phase).toBe("Ready");
+    expect(getCondition(recent, "Degraded")).toMatchObject({ status: "True", reason: "RuntimeRestarted" });
+    expect(getCondition(recent, "Degraded")!.message).toBe(
+      "the runtime of pod p1 killed (exit code 137: SIGKILL, often the kernel's out-of-memory killer) at 2025-01-02T03:00:00Z and was restarted (1 restart); " +
+        "`kubectl logs p1 --previous` shows its last output. Raise spec.resources.memory if it repeats.",
+    );
+    const old = observe({ deployment: deployment(ready), pods: [restarted("2025-01-02T02:50:00Z")] });
+    expect(getCondition(old, "Degraded")).toMatchObject({ status: "False", reason: "AsExpected" });
+  });
+
   it("is Failed when the image cannot be pulled", () => {
     const status = observe({
       pods: [pod("p1", { containerStatuses: [{ name: "runtime", ready: false, restartCount: 0, state: { waiting: { reason: "ImagePullBackOff", message: "not found" } } }] })],

@@ -70,8 +70,41 @@ function lastLines(text: string | undefined, lines = 3): string {
   return text.trim().split("\n").slice(-lines).join(" | ").slice(0, 600);
 }
 
+/** A runtime that exited this long ago still marks its Model Degraded (after it is back and ready). */
+export const RESTART_DEGRADED_SECONDS = 600;
+
+/**
+ * A runtime container that exited and was restarted recently: the pod may be Ready again, but a
+ * person should see that it died and why (OOM kills, native crashes) without reading every pod.
+ */
+function recentRestart(pod: Pod, now: Date): Problem | undefined {
+  const status = runtimeStatus(pod);
+  const terminated = status?.lastState?.terminated;
+  if (!status?.restartCount || !terminated?.finishedAt) return undefined;
+  const age = (now.getTime() - Date.parse(terminated.finishedAt)) / 1000;
+  if (!(age <= RESTART_DEGRADED_SECONDS)) return undefined;
+  const how =
+    terminated.reason === "OOMKilled"
+      ? "killed for using more memory than its limit (OOMKilled)"
+      : terminated.exitCode === 137
+        ? "killed (exit code 137: SIGKILL, often the kernel's out-of-memory killer)"
+        : terminated.signal
+          ? `killed by signal ${terminated.signal}`
+          : `exited with code ${terminated.exitCode}`;
+  const output = lastLines(terminated.message);
+  return {
+    reason: terminated.reason === "OOMKilled" ? "OOMKilled" : "RuntimeRestarted",
+    fatal: false,
+    message:
+      `the runtime of pod ${pod.metadata.name} ${how} at ${terminated.finishedAt} and was restarted (${status.restartCount} restart${status.restartCount === 1 ? "" : "s"})` +
+      (output ? `: ${output}` : "") +
+      `; \`kubectl logs ${pod.metadata.name} --previous\` shows its last output.` +
+      (terminated.reason === "OOMKilled" || terminated.exitCode === 137 ? " Raise spec.resources.memory if it repeats." : ""),
+  };
+}
+
 /** Why a pod cannot make progress on its own, if it cannot. */
-export function podProblem(pod: Pod, model: Model): Problem | undefined {
+export function podProblem(pod: Pod, model: Model, now: Date = new Date()): Problem | undefined {
   const name = pod.metadata.name;
   const status = runtimeStatus(pod);
   const waiting = status?.state?.waiting;
@@ -99,6 +132,8 @@ export function podProblem(pod: Pod, model: Model): Problem | undefined {
         `. Check spec.source (${model.spec.source}) and spec.resources.memory; \`kubectl logs ${name} --previous\` shows more.`,
     };
   }
+  const restarted = recentRestart(pod, now);
+  if (restarted) return restarted;
   const scheduled = pod.status?.conditions?.find((c) => c.type === "PodScheduled");
   if (scheduled?.status === "False" && scheduled.reason === "Unschedulable") {
     return {
@@ -192,7 +227,7 @@ export function computeStatus(o: Observation): ModelStatus {
   const deploymentStatus = o.deployment?.status ?? {};
   const readyReplicas = deploymentStatus.readyReplicas ?? livePods.filter(isPodReady).length;
   const replicas = deploymentStatus.replicas ?? livePods.length;
-  const podProblems = livePods.map((pod) => podProblem(pod, model)).filter((p): p is Problem => p !== undefined);
+  const podProblems = livePods.map((pod) => podProblem(pod, model, o.now)).filter((p): p is Problem => p !== undefined);
   // Pods the Deployment could not even create: quota, LimitRange, Pod Security, a missing PriorityClass.
   const replicaFailure = deploymentStatus.conditions?.find((c) => c.type === "ReplicaFailure" && c.status === "True");
   if (replicaFailure) {
