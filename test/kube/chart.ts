@@ -277,6 +277,12 @@ export interface LifeCycleOptions {
   router: { kubeConfig: KubeConfig; stateConfigMap?: string };
   model?: string;
   timeoutMs?: number;
+  /**
+   * For the garbage collector to remove a deleted Model's children. It learns new resource types
+   * (a CRD installed after it started) on its periodic rediscovery, every 30 s: the first
+   * deletion after the CRD was installed can wait for it.
+   */
+  gcTimeoutMs?: number;
 }
 
 export interface LifeCycleReport {
@@ -290,18 +296,26 @@ export interface LifeCycleReport {
   lease: { name: string; holder?: string };
   /** The router's current model, after load and after unload. */
   currentModel: { loaded?: string; unloaded?: string };
+  /** How long each step took, in ms. */
+  steps: Record<string, number>;
 }
 
 type KubeEvent = ApiObject & { reason?: string; count?: number };
 
 export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCycleReport> {
-  const { kube, namespace, timeoutMs = 30_000 } = options;
+  const { kube, namespace, timeoutMs = 30_000, gcTimeoutMs = 90_000 } = options;
   const name = options.model ?? "m";
   const admin = new KubeClient(kube.kubeConfig);
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   const selector = `${LABELS.model}=${name}`;
   const model = () => admin.get<Model>(MODELS, namespace, name);
   const phases: string[] = [];
+  const steps: Record<string, number> = {};
+  let last = Date.now();
+  const step = (what: string) => {
+    steps[what] = Date.now() - last;
+    last = Date.now();
+  };
   const phase = async (wanted: (phase: string | undefined) => boolean, what: string) =>
     waitUntil(`Model ${name} ${what}`, async () => {
       const m = await model();
@@ -316,6 +330,7 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
   const backend = new KubernetesBackend({ client: new KubeClient(options.router.kubeConfig), namespace, logger, stateConfigMap: options.router.stateConfigMap });
   try {
     await waitUntil("the operator to lead and sync", () => operator.isLeader() && operator.synced(), timeoutMs);
+    step("lead");
     // Scaled to zero from the start, with a cache: Deployment (0 replicas), Service and PVC.
     await admin.create(MODELS, namespace, { apiVersion: MODEL_API_VERSION, kind: MODEL_KIND, metadata: { name, namespace }, spec: { source: "hf:corral/test/model.gguf", replicas: 0, cache: { size: "1Gi" } } });
     const children = await waitUntil("the Model's Deployment, Service and PVC", async () => {
@@ -325,6 +340,7 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
       return kinds.every(Boolean) ? (kinds as string[]) : undefined;
     }, timeoutMs);
     await phase((p) => p === "ScaledToZero", "scaled to zero");
+    step("created");
 
     // The router scales it up through the scale subresource and waits for a ready pod.
     await backend.start();
@@ -337,6 +353,7 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
     await loading;
     await phase((p) => p === "Ready", "Ready");
     const loaded = await waitUntil("the router's current model", currentModel, timeoutMs);
+    step("loaded");
 
     // A spec change re-applies the Deployment.
     const deployment = async () => (await admin.list<Deployment>(RESOURCES.deployments, namespace, { labelSelector: selector })).items[0];
@@ -344,11 +361,13 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
     await admin.mergePatch(MODELS, namespace, name, { spec: { parallel: 2 } });
     await waitUntil("the Deployment to follow spec.parallel", async () => ((await deployment())?.metadata.generation ?? 0) > before, timeoutMs);
     await phase(() => true, "to observe the new generation");
+    step("changed");
 
     // The router unloads it; scaled to zero twice, the same Event is counted (patched) on the first.
     await backend.unload(name);
     await phase((p) => p === "ScaledToZero", "scaled to zero by the router");
     const unloaded = await waitUntil("the router's current model to be cleared", async () => ((await currentModel()) === "" ? "(none)" : undefined), timeoutMs);
+    step("unloaded");
     await scale(1);
     await phase((p) => p !== "ScaledToZero", "scaled up again");
     await scale(0);
@@ -356,6 +375,7 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
       const list = (await admin.list<KubeEvent>(RESOURCES.events, namespace, { fieldSelector: `involvedObject.name=${name}` })).items;
       return list.some((e) => e.reason === "ScaledToZero" && (e.count ?? 1) >= 2) ? list.map((e) => ({ reason: e.reason ?? "", count: e.count ?? 1 })) : undefined;
     }, timeoutMs);
+    step("scaled to zero twice");
     const lease = await admin.get<ApiObject & { spec?: { holderIdentity?: string } }>(RESOURCES.leases, options.operator.config.leaseNamespace ?? namespace, options.operator.config.leaseName);
 
     // Deleted: the garbage collector removes its children.
@@ -363,7 +383,8 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
     await waitUntil("the Model's children to be garbage-collected", async () => {
       for (const rt of [RESOURCES.deployments, RESOURCES.services, RESOURCES.persistentVolumeClaims]) if ((await admin.list(rt, namespace, { labelSelector: selector })).items.length) return false;
       return true;
-    }, timeoutMs);
+    }, gcTimeoutMs);
+    step("deleted");
     return {
       operatorIdentity: operator.identity,
       children,
@@ -371,6 +392,7 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
       events,
       lease: { name: options.operator.config.leaseName, holder: lease?.spec?.holderIdentity },
       currentModel: { loaded, unloaded },
+      steps,
     };
   } finally {
     await backend.close();
