@@ -78,6 +78,8 @@ export interface PodRunnerOptions {
   kubeConfig: KubeConfig;
   /** Only pods of these namespaces are bound and run. */
   namespaces: string[];
+  /** And of those, only pods matching this label selector (e.g. `corral.dev/model`); default all. */
+  labelSelector?: string;
   /** Default: pod-runner-<random>. Must be unique among runners sharing a control plane. */
   nodeName?: string;
   /** A folder shared by every runner of the control plane, where pod addresses are claimed. */
@@ -112,6 +114,8 @@ export interface PodRunner {
   readonly workDir: string;
   /** A container's output (default: the pod's first container, its current or latest instance). */
   logs(namespace: string, pod: string, options?: { container?: string; previous?: boolean }): string;
+  /** Signals a running container's processes (default: the first container); false when none runs. */
+  kill(namespace: string, pod: string, signal: NodeJS.Signals, container?: string): boolean;
   close(): Promise<void>;
 }
 
@@ -475,6 +479,14 @@ class ContainerInstance {
 
   get isRunning(): boolean {
     return this.child !== undefined;
+  }
+
+  /** Sends a signal to the running process (what a crash, an OOM kill or `kill` in the container does). */
+  sendSignal(signal: NodeJS.Signals): boolean {
+    const pid = this.child?.pid;
+    if (pid === undefined) return false;
+    killGroup(pid, signal);
+    return true;
   }
 
   get ready(): boolean {
@@ -1165,7 +1177,7 @@ class Runner implements PodRunner {
       "kubernetes.io/arch": process.arch === "x64" ? "amd64" : process.arch,
       ...(options.labels ?? {}),
     };
-    this.informer = new Informer<RunPod>({ client: this.client, resource: RESOURCES.pods, namespaces: options.namespaces, logger: this.log, backoff: { initialMs: 100, maxMs: 5000 } });
+    this.informer = new Informer<RunPod>({ client: this.client, resource: RESOURCES.pods, namespaces: options.namespaces, labelSelector: options.labelSelector, logger: this.log, backoff: { initialMs: 100, maxMs: 5000 } });
     this.informer.on((_type, pod) => this.kick(objectKey(pod)));
   }
 
@@ -1397,6 +1409,12 @@ class Runner implements PodRunner {
     if (!local) return "";
     const container = options.container ? local.containers.find((c) => c.spec.name === options.container) : local.containers[0];
     return container?.readLog(options.previous ?? false) ?? "";
+  }
+
+  kill(namespace: string, pod: string, signal: NodeJS.Signals, container?: string): boolean {
+    const local = this.pods.get(`${namespace}/${pod}`);
+    const target = container ? local?.containers.find((c) => c.spec.name === container) : local?.containers[0];
+    return target?.sendSignal(signal) ?? false;
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,350 @@
+// The whole chain on a real control plane: kube-apiserver and kube-controller-manager (real
+// Deployment, ReplicaSet and garbage-collection controllers), two `corral operator` processes
+// electing a leader through a real Lease, `corral router --backend kubernetes`, and pods that
+// really run `corral runtime` with the generated successor model (test/kube/pod-runner.ts plays
+// the kubelet). Each scenario is what a person would do with kubectl and curl, and checks what
+// they would see.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KubeClient, RESOURCES } from "../../common/kube-client.js";
+import type { Condition, Deployment, KubeObject, Pod } from "../../common/kube-types.js";
+import { MODELS, type Model, type ModelSpec } from "../../common/model-resource.js";
+import { CLI, postJson } from "../helpers/runtime.js";
+import { ensureTestModel } from "../helpers/test-models.js";
+import { freePort } from "./control-plane.js";
+import { installCrd, realKube } from "./cluster.js";
+import { startPodRunner, type PodRunner } from "./pod-runner.js";
+
+const kube = realKube();
+const REPLICA_SETS = { group: "apps", version: "v1", plural: "replicasets", kind: "ReplicaSet", namespaced: true };
+
+/** A `corral` command as its own process, its output in a log file. */
+interface Proc {
+  child: ChildProcess;
+  log: string;
+  exited: Promise<number | null>;
+}
+
+function corral(dir: string, name: string, args: string[]): Proc {
+  const log = path.join(dir, `${name}.log`);
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH, LOG_LEVEL: "info" } });
+  const out = createWriteStream(log);
+  child.stdout!.pipe(out);
+  child.stderr!.pipe(out);
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, log, exited };
+}
+
+async function stop(proc: Proc | undefined, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return;
+  proc.child.kill(signal);
+  const timer = setTimeout(() => proc.child.kill("SIGKILL"), 10_000);
+  await proc.exited;
+  clearTimeout(timer);
+}
+
+async function waitFor<T>(check: () => Promise<T | undefined | false | null> | T | undefined | false | null, what: string, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms${last instanceof Error ? `: ${last.message}` : ""}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const condition = (model: Model | undefined, type: string): Condition | undefined => model?.status?.conditions?.find((c) => c.type === type);
+
+describe.skipIf(!kube)("Corral on a real control plane, end to end", () => {
+  let client: KubeClient;
+  let ns: string;
+  let dir: string;
+  let modelsDir: string;
+  let kubeconfig: string;
+  let runner: PodRunner;
+  const operators: Proc[] = [];
+  let router: Proc;
+  let routerUrl: string;
+  /** Figures a person would ask about, printed as a table at the end. */
+  const figures: [string, string][] = [];
+  const figure = (what: string, value: string) => figures.push([what, value]);
+
+  const model = (name: string) => client.get<Model>(MODELS, ns, name);
+  const pods = async (name: string) =>
+    (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: `corral.dev/model=${name}` })).items.filter((p) => !p.metadata.deletionTimestamp);
+  const readyPods = async (name: string) =>
+    (await pods(name)).filter((p) => p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
+  const modelWhere = (name: string, check: (m: Model) => boolean, what: string, timeoutMs = 60_000) =>
+    waitFor(async () => {
+      const m = await model(name);
+      return m && check(m) ? m : undefined;
+    }, `${name}: ${what}`, timeoutMs);
+  const apply = (name: string, spec: Partial<ModelSpec>) =>
+    client.apply<Model>(MODELS, { apiVersion: "corral.dev/v1alpha1", kind: "Model", metadata: { name, namespace: ns }, spec: { source: "successor.gguf", cache: { claimName: "models" }, threads: 1, contextSize: 512, ...spec } } as Model, {
+      fieldManager: "kubectl",
+      force: true,
+    });
+  const generate = (modelId: string, body: Record<string, unknown> = {}) => postJson(`${routerUrl}/generate`, { model_id: modelId, prompt: "Hello wor", ...body });
+
+  const kubectl = async (...args: string[]): Promise<string> => {
+    const { findKubectl } = await import("./chart.js");
+    const { kubectl: bin } = findKubectl();
+    if (!bin) throw new Error("no kubectl");
+    return new Promise((resolve, reject) => {
+      const child = spawn(bin, ["--kubeconfig", kube!.kubeconfigPath, "-n", ns, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      child.stdout.on("data", (d) => (out += d));
+      child.stderr.on("data", (d) => (err += d));
+      child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`kubectl ${args.join(" ")}: ${err}`))));
+    });
+  };
+
+  beforeAll(async () => {
+    client = new KubeClient(kube!.kubeConfig);
+    await installCrd(client);
+    ns = `chain-${Date.now().toString(36)}`;
+    await client.create(RESOURCES.namespaces, undefined, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
+    dir = mkdtempSync(path.join(tmpdir(), "corral-chain-"));
+    // The "models" claim: a folder holding the successor model (and, later, a broken file).
+    modelsDir = path.join(dir, "models");
+    mkdirSync(modelsDir);
+    copyFileSync(await ensureTestModel("successor"), path.join(modelsDir, "successor.gguf"));
+    writeFileSync(path.join(modelsDir, "broken.gguf"), Buffer.concat([Buffer.from("GGUF"), Buffer.alloc(60, 7)]));
+    kubeconfig = kube!.kubeconfigPath;
+
+    runner = await startPodRunner({
+      kubeConfig: kube!.kubeConfig,
+      namespaces: [ns],
+      // Model pods only: the chart's own pods (operator, router, Redis) are run here as processes instead.
+      labelSelector: "corral.dev/model",
+      nodeName: `node-${ns}`,
+      claimDir: path.join(kube!.dir, "pod-addresses"),
+      volumes: { claims: { models: modelsDir } },
+      commands: { corral: [process.execPath, CLI] },
+      backoffBaseSeconds: 1,
+      maxProbePeriodSeconds: 1,
+    });
+
+    const operatorArgs = (i: number, port: number) => [
+      "operator",
+      "--kubeconfig", kubeconfig,
+      "--namespaces", ns,
+      "--lease-namespace", ns,
+      "--identity", `operator-${i}`,
+      "--lease-duration-seconds", "4",
+      "--renew-deadline-seconds", "3",
+      "--retry-period-seconds", "1",
+      "--host", "127.0.0.1",
+      "--port", String(port),
+      "--image", "corral:test",
+      "--drain-seconds", "2",
+      "--progress-seconds", "1",
+    ];
+    for (const i of [0, 1]) operators.push(corral(dir, `operator-${i}`, operatorArgs(i, await freePort())));
+
+    const port = await freePort();
+    routerUrl = `http://127.0.0.1:${port}`;
+    router = corral(dir, "router", [
+      "router",
+      "--backend", "kubernetes",
+      "--namespace", ns,
+      "--kubeconfig", kubeconfig,
+      "--host", "127.0.0.1",
+      "--port", String(port),
+      "--ready-wait-seconds", "60",
+      "--rate-limit-points", "0",
+    ]);
+    await waitFor(async () => (await fetch(`${routerUrl}/health`)).ok, "the router did not become healthy");
+  }, 120_000);
+
+  afterAll(async () => {
+    if (figures.length) console.log(`\n| chain scenario | measured |\n|---|---|\n${figures.map(([a, b]) => `| ${a} | ${b} |`).join("\n")}\n`);
+    await stop(router);
+    await Promise.all(operators.map((p) => stop(p)));
+    await runner?.close();
+    await client?.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined);
+    if (dir && !process.env.KEEP_CHAIN) rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it("a Model applied becomes a Deployment, a ReplicaSet and a running pod; kubectl get models shows it Ready", async () => {
+    const applied = Date.now();
+    await apply("successor", { modelId: "corral/successor", parallel: 2 });
+    const ready = await modelWhere("successor", (m) => m.status?.phase === "Ready", "not Ready");
+    expect(ready.status).toMatchObject({ modelId: "corral/successor", ready: "1/1", readyReplicas: 1 });
+    expect(condition(ready, "Ready")).toMatchObject({ status: "True", reason: "ReplicasReady" });
+    figure("Model applied -> Ready", `${((Date.now() - applied) / 1000).toFixed(1)} s`);
+    const deployment = await client.get<Deployment>(RESOURCES.deployments, ns, "successor");
+    expect(deployment?.metadata.ownerReferences?.[0]).toMatchObject({ kind: "Model", name: "successor", controller: true });
+    const replicaSets = (await client.list<KubeObject>(REPLICA_SETS, ns, { labelSelector: "corral.dev/model=successor" })).items;
+    expect(replicaSets).toHaveLength(1);
+    const [pod] = await readyPods("successor");
+    expect(pod.status?.phase).toBe("Running");
+    expect(pod.status?.podIP).toMatch(/^127\.0\.1\.\d+$/);
+    expect(pod.spec?.nodeName).toBe(`node-${ns}`);
+
+    const table = await kubectl("get", "models");
+    const [header, row] = table.trim().split("\n");
+    expect(header.split(/\s{2,}/)).toEqual(["NAME", "MODEL ID", "PHASE", "READY", "AGE"]);
+    expect(row.split(/\s{2,}/).slice(0, 4)).toEqual(["successor", "corral/successor", "Ready", "1/1"]);
+  });
+
+  it("/generate and an OpenAI streaming call through the router are answered by that pod", async () => {
+    const response = await generate("corral/successor");
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as { response: string }).response).toBe("stuvwxyz");
+
+    const openai = new OpenAI({ baseURL: `${routerUrl}/v1`, apiKey: "unused" });
+    const stream = await openai.chat.completions.create({ model: "corral/successor", messages: [{ role: "user", content: "Hello wor" }], stream: true, max_tokens: 32 });
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? "";
+    expect(text).toBe("abcdefghijklmnopqrstuvwxyz");
+  });
+
+  it("kubectl scale model moves the pods up and down", async () => {
+    await kubectl("scale", "model", "successor", "--replicas=2");
+    await waitFor(async () => (await readyPods("successor")).length === 2, "two ready pods", 60_000);
+    const two = await modelWhere("successor", (m) => m.status?.ready === "2/2", "not 2/2");
+    expect(two.status?.phase).toBe("Ready");
+    expect(new Set((await readyPods("successor")).map((p) => p.status?.podIP)).size).toBe(2);
+    await kubectl("scale", "model", "successor", "--replicas=1");
+    await waitFor(async () => (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: "corral.dev/model=successor" })).items.length === 1, "one pod left", 60_000);
+    await modelWhere("successor", (m) => m.status?.ready === "1/1", "not 1/1");
+  });
+
+  it("at zero replicas a request is held, scales the Model up, and is answered once the pod is ready", async () => {
+    await kubectl("scale", "model", "successor", "--replicas=0");
+    await modelWhere("successor", (m) => m.status?.phase === "ScaledToZero" && m.status.replicas === 0, "not ScaledToZero");
+    await waitFor(async () => (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: "corral.dev/model=successor" })).items.length === 0, "pods gone");
+    const started = Date.now();
+    const response = await generate("corral/successor");
+    const heldMs = Date.now() - started;
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as { response: string }).response).toBe("stuvwxyz");
+    // Held through scheduling, the process start and the model load: it did not fail fast.
+    expect(heldMs).toBeGreaterThan(500);
+    figure("request held at zero replicas -> answered", `${(heldMs / 1000).toFixed(1)} s`);
+    expect((await model("successor"))?.spec.replicas).toBe(1);
+    await modelWhere("successor", (m) => m.status?.phase === "Ready", "not Ready again");
+  });
+
+  it("a spec change rolls the pods with no failed request during the rollout", async () => {
+    const before = (await readyPods("successor")).map((p) => p.metadata.name);
+    expect(before).toHaveLength(1);
+    const failures: string[] = [];
+    let answered = 0;
+    let rolling = true;
+    const client1 = (async () => {
+      while (rolling) {
+        try {
+          const response = await generate("corral/successor");
+          const body = (await response.json()) as { response?: string; detail?: string };
+          if (response.status !== 200 || body.response !== "stuvwxyz") failures.push(`${response.status} ${JSON.stringify(body)}`);
+          else answered++;
+        } catch (error) {
+          failures.push(String(error));
+        }
+      }
+    })();
+    await apply("successor", { modelId: "corral/successor", parallel: 2, defaults: { temperature: 0.5 } });
+    await waitFor(
+      async () => {
+        const live = await pods("successor");
+        const ready = await readyPods("successor");
+        return ready.length === 1 && live.length === 1 && !before.includes(ready[0].metadata.name);
+      },
+      "the rollout did not finish",
+      90_000,
+    );
+    await modelWhere("successor", (m) => condition(m, "Progressing")?.reason === "RolloutComplete", "rollout not complete");
+    // A few more requests on the new pod.
+    const target = answered + 3;
+    await waitFor(() => answered >= target, "requests after the rollout");
+    rolling = false;
+    await client1;
+    expect(failures).toEqual([]);
+    expect(answered).toBeGreaterThan(3);
+    figure("rolling update", `${answered} requests answered, ${failures.length} failed`);
+    const [pod] = await readyPods("successor");
+    expect(pod.spec?.containers[0].args).toContain('{"temperature":0.5}');
+  });
+
+  it("a runtime that crashes is restarted and the Model says why", async () => {
+    const [pod] = await readyPods("successor");
+    expect(runner.kill(ns, pod.metadata.name, "SIGKILL")).toBe(true);
+    const restarted = await waitFor(
+      async () => {
+        const p = await client.get<Pod>(RESOURCES.pods, ns, pod.metadata.name);
+        const status = p?.status?.containerStatuses?.[0];
+        return status && status.restartCount >= 1 && status.ready ? p : undefined;
+      },
+      "the pod was not restarted and ready again",
+      60_000,
+    );
+    expect(restarted.status?.containerStatuses?.[0].lastState?.terminated).toMatchObject({ exitCode: 137 });
+    const m = await modelWhere("successor", (x) => condition(x, "Degraded")?.status === "True", "not Degraded");
+    expect(condition(m, "Degraded")).toMatchObject({ reason: "RuntimeRestarted" });
+    expect(condition(m, "Degraded")?.message).toContain(`the runtime of pod ${pod.metadata.name} killed (exit code 137`);
+    expect(m.status?.phase).toBe("Ready");
+    figure("runtime SIGKILLed", `restarted, Degraded: ${condition(m, "Degraded")?.message?.slice(0, 100)}...`);
+    const response = await generate("corral/successor");
+    expect(((await response.json()) as { response: string }).response).toBe("stuvwxyz");
+  });
+
+  it("a Model that cannot load says so within seconds, with the runtime's reason", async () => {
+    const started = Date.now();
+    await apply("broken", { source: "broken.gguf" });
+    const failed = await modelWhere("broken", (m) => m.status?.phase === "Failed", "not Failed", 60_000);
+    const seconds = (Date.now() - started) / 1000;
+    expect(condition(failed, "Ready")?.reason).toMatch(/ModelLoadFailed|CrashLoopBackOff/);
+    expect(condition(failed, "Ready")?.message).toContain("broken.gguf");
+    expect(condition(failed, "Degraded")).toMatchObject({ status: "True" });
+    expect(seconds).toBeLessThan(60);
+    figure("broken model -> Failed", `${seconds.toFixed(1)} s, ${condition(failed, "Ready")?.reason}: ${condition(failed, "Ready")?.message?.slice(0, 120)}`);
+    const response = await generate("broken");
+    expect(response.status).toBeGreaterThanOrEqual(500);
+    expect(((await response.json()) as { detail: string }).detail).toContain("broken");
+    await client.delete(MODELS, ns, "broken");
+  });
+
+  it("two operators: one leader by a Lease, the other takes over when it is killed, no duplicate objects", async () => {
+    const lease = await client.get<KubeObject & { spec: { holderIdentity?: string } }>(RESOURCES.leases, ns, "corral-operator");
+    const holder = lease?.spec.holderIdentity;
+    expect(holder).toMatch(/^operator-[01]$/);
+    const leader = operators[Number(holder!.slice(-1))];
+    await stop(leader, "SIGKILL");
+    const other = holder === "operator-0" ? "operator-1" : "operator-0";
+    const killedAt = Date.now();
+    await waitFor(async () => (await client.get<KubeObject & { spec: { holderIdentity?: string } }>(RESOURCES.leases, ns, "corral-operator"))?.spec.holderIdentity === other, "no failover", 30_000);
+    figure("leader SIGKILLed -> Lease taken over", `${((Date.now() - killedAt) / 1000).toFixed(1)} s (lease duration 4 s)`);
+    // The new leader acts: a new Model gets its objects, and there is one of each.
+    await apply("after-failover", { modelId: "corral/after", replicas: 1 });
+    await modelWhere("after-failover", (m) => m.status?.phase === "Ready", "not Ready under the new leader", 60_000);
+    const deployments = (await client.list<Deployment>(RESOURCES.deployments, ns)).items.map((d) => d.metadata.name).sort();
+    expect(deployments).toEqual(["after-failover", "successor"]);
+    const services = (await client.list<KubeObject>(RESOURCES.services, ns)).items.map((d) => d.metadata.name).sort();
+    expect(services).toEqual(["after-failover", "successor"]);
+    expect(await pods("successor")).toHaveLength(1);
+  });
+
+  it("deleting a Model drains its pods and the garbage collector removes its Deployment and Service", async () => {
+    const [pod] = await readyPods("after-failover");
+    await client.delete(MODELS, ns, "after-failover");
+    await waitFor(async () => (await client.get(RESOURCES.pods, ns, pod.metadata.name)) === undefined, "the pod was not removed", 60_000);
+    expect(runner.logs(ns, pod.metadata.name)).toMatch(/drain|SIGTERM|shutting down/i);
+    await waitFor(async () => (await client.get(RESOURCES.deployments, ns, "after-failover")) === undefined, "the Deployment was not collected", 60_000);
+    await waitFor(async () => (await client.get(RESOURCES.services, ns, "after-failover")) === undefined, "the Service was not collected", 60_000);
+    const response = await generate("corral/after");
+    expect(response.status).toBe(404);
+  });
+});
