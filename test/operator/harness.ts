@@ -1,90 +1,124 @@
-// The cluster the operator tests run against: the fake API server (default), or the cluster
-// KUBECONFIG points at when CORRAL_E2E=1 (`npm run test:e2e`). Every test gets its own namespace.
+// The cluster the operator tests run against: the cluster KUBECONFIG names when CORRAL_E2E=1
+// (`npm run test:e2e`: kind, a cloud), else the test run's real control plane (test/kube:
+// kube-apiserver and kube-controller-manager, no kubelet), else none and the suites skip. Every
+// test gets its own namespace.
 
 import { randomBytes } from "node:crypto";
 import { KubeConfig } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { KubeClient, RESOURCES, isNotFound } from "../../common/kube-client.js";
-import type { KubeObject } from "../../common/kube-types.js";
-import { MODELS, MODEL_API_VERSION, MODEL_CRD_NAME, MODEL_KIND, loadModelCrd, type Model, type ModelSpec } from "../../common/model-resource.js";
+import { MODELS, MODEL_API_VERSION, MODEL_KIND, type Model, type ModelSpec } from "../../common/model-resource.js";
 import { testOperatorConfig, type OperatorConfig } from "../../operator/config.js";
 import { run, type OperatorHandle } from "../../operator/run.js";
 import type { RuntimeProbe } from "../../operator/reconcile.js";
-import { startFakeKube, waitFor, type FakeKube, type FakeKubeOptions } from "../fake-kube/index.js";
+import { installCrd, realKube, type RealKube } from "../kube/cluster.js";
+import { startFaultProxy, type FaultProxy } from "../kube/fault-proxy.js";
+import { markPodsReady as markReady } from "../kube/kubelet-status.js";
+import { waitFor } from "../kube/wait.js";
 
 export { waitFor };
 
-/** True when the suite runs against a real cluster (CORRAL_E2E=1 with KUBECONFIG set). */
-export const REAL_CLUSTER = process.env.CORRAL_E2E === "1" && Boolean(process.env.KUBECONFIG);
-/** Timeouts grow on a real cluster (image pulls, schedulers, garbage collection). */
-export const T = REAL_CLUSTER ? 8 : 1;
+const WANTS_E2E = process.env.CORRAL_E2E === "1";
+/** True when the suites run against a whole cluster (CORRAL_E2E=1 with KUBECONFIG set): kubelets run the pods. */
+export const E2E_CLUSTER = WANTS_E2E && Boolean(process.env.KUBECONFIG);
+const controlPlane: RealKube | undefined = E2E_CLUSTER ? undefined : realKube();
+/** Why the suites skip (no cluster to run against), or undefined when they run. */
+export const CLUSTER_SKIP_REASON: string | undefined =
+  E2E_CLUSTER || controlPlane ? undefined : "no cluster: set CORRAL_KUBE_ASSETS (a test control plane) or CORRAL_E2E=1 with KUBECONFIG";
+/** Skip the suites: describe.skipIf(NO_CLUSTER). */
+export const NO_CLUSTER = CLUSTER_SKIP_REASON !== undefined;
+/** Timeouts grow on a whole cluster (image pulls, schedulers, garbage collection). */
+export const T = E2E_CLUSTER ? 8 : 1;
 
 export interface TestCluster {
   kubeConfig: KubeConfig;
   client: KubeClient;
-  /** The fake API server; undefined on a real cluster. */
-  fake: FakeKube | undefined;
+  /**
+   * A fault-injecting proxy in front of the API server (test/kube/fault-proxy.ts), for clients
+   * given `proxy.kubeConfig`; undefined on an e2e cluster (the tests that need it skip there).
+   */
+  proxy: FaultProxy | undefined;
   /** A fresh namespace for one test (deleted by close()). */
   namespace(prefix?: string): Promise<string>;
+  /**
+   * Resolves once kube-controller-manager's garbage collector deletes the dependents of a deleted
+   * Model. It discovers new resource types every 30 s: until then, on a control plane whose CRD
+   * was just installed, a Model's children outlive it. The first call starts a probe (a Model
+   * and a dependent, in a namespace of their own); call it early to overlap the wait.
+   */
+  modelsGarbageCollected(): Promise<void>;
   close(): Promise<void>;
 }
 
 export const testLogger = () => pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
-export async function startCluster(options: FakeKubeOptions = {}): Promise<TestCluster> {
-  let fake: FakeKube | undefined;
+export async function startCluster(): Promise<TestCluster> {
+  if (CLUSTER_SKIP_REASON) throw new Error(CLUSTER_SKIP_REASON);
   let kubeConfig: KubeConfig;
-  if (REAL_CLUSTER) {
+  if (controlPlane) kubeConfig = controlPlane.kubeConfig;
+  else {
     kubeConfig = new KubeConfig();
     kubeConfig.loadFromDefault();
-  } else {
-    fake = await startFakeKube({ deploymentController: true, crdInitDelayMs: 300, ...options });
-    kubeConfig = fake.kubeConfig;
   }
   const client = new KubeClient(kubeConfig);
   const created: string[] = [];
   await installCrd(client);
+  const proxy = controlPlane ? await startFaultProxy(controlPlane) : undefined;
+  let gc: Promise<void> | undefined;
   return {
     kubeConfig,
     client,
-    fake,
+    proxy,
     async namespace(prefix = "corral-test") {
       const name = `${prefix}-${randomBytes(3).toString("hex")}`;
       await client.create(RESOURCES.namespaces, undefined, { apiVersion: "v1", kind: "Namespace", metadata: { name, labels: { "corral.dev/test": "true" } } });
       created.push(name);
       return name;
     },
+    modelsGarbageCollected() {
+      gc ??= gcProbe(client);
+      return gc;
+    },
     async close() {
-      if (fake) await fake.close();
-      else for (const ns of created) await client.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined);
+      await gc?.catch(() => undefined);
+      await proxy?.close();
+      await Promise.all(created.map((ns) => client.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined)));
     },
   };
 }
 
-/** Applies the Model CRD (server-side) and waits until it is Established. */
-export async function installCrd(client: KubeClient): Promise<void> {
-  await client.apply(RESOURCES.customResourceDefinitions, loadModelCrd() as KubeObject, { fieldManager: "corral-tests", force: true });
-  await waitFor(
-    async () => {
-      const crd = await client.get<KubeObject & { status?: { conditions?: { type: string; status: string }[] } }>(
-        RESOURCES.customResourceDefinitions,
-        undefined,
-        MODEL_CRD_NAME,
-      );
-      return crd?.status?.conditions?.some((c) => c.type === "Established" && c.status === "True");
-    },
-    { timeoutMs: 30_000, message: "the Model CRD was not established" },
-  );
+/** A Model with a ConfigMap it owns, deleted at once: resolves when the ConfigMap is collected. */
+async function gcProbe(client: KubeClient, timeoutMs = 60_000): Promise<void> {
+  const ns = `corral-gc-probe-${randomBytes(3).toString("hex")}`;
+  await client.create(RESOURCES.namespaces, undefined, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
+  try {
+    const owner = await client.create<Model>(MODELS, ns, modelObject(ns, "probe"));
+    await client.create(RESOURCES.configMaps, ns, {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name: "dependent", ownerReferences: [{ apiVersion: MODEL_API_VERSION, kind: MODEL_KIND, name: "probe", uid: owner.metadata.uid }] },
+    });
+    await client.delete(MODELS, ns, "probe");
+    await waitFor(async () => (await client.get(RESOURCES.configMaps, ns, "dependent")) === undefined, {
+      timeoutMs,
+      intervalMs: 250,
+      message: "the garbage collector did not delete a deleted Model's dependent",
+    });
+  } finally {
+    await client.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined);
+  }
 }
 
+/** Runs the operator on one namespace (its Lease there too), through `kubeConfig` (default: the cluster's). */
 export async function startOperator(
   cluster: TestCluster,
   namespace: string,
   overrides: Partial<OperatorConfig> = {},
   probe?: RuntimeProbe,
+  kubeConfig: KubeConfig = cluster.kubeConfig,
 ): Promise<OperatorHandle> {
   return run(testOperatorConfig({ namespaces: [namespace], leaseNamespace: namespace, image: "corral:test", ...overrides }), {
-    kubeConfig: cluster.kubeConfig,
+    kubeConfig,
     logger: testLogger(),
     probe,
   });
@@ -110,15 +144,12 @@ export async function gone(cluster: TestCluster, rt: typeof MODELS, namespace: s
   }
 }
 
-/** Marks every pod of a Model ready with the given IP (fake only: a kubelet does it on a cluster). */
-export function markPodsReady(cluster: TestCluster, namespace: string, model: string, podIP = "127.0.0.1"): number {
-  if (!cluster.fake) return 0;
-  let n = 0;
-  for (const pod of cluster.fake.list("pods", namespace)) {
-    if (pod.metadata?.labels?.["corral.dev/model"] !== model || pod.metadata?.deletionTimestamp) continue;
-    const ready = pod.status?.conditions?.some((c: { type: string; status: string }) => c.type === "Ready" && c.status === "True");
-    if (!ready) cluster.fake.setPodReady(namespace, pod.metadata.name, true, { podIP });
-    n++;
-  }
-  return n;
+/**
+ * Plays the kubelet for a Model's pods: marks each live one Running and Ready at `podIP` (through
+ * the status subresource) and returns how many there are. On an e2e cluster the kubelets own pod
+ * status: it writes nothing and returns 0.
+ */
+export async function markPodsReady(cluster: TestCluster, namespace: string, model: string, podIP = "127.0.0.1"): Promise<number> {
+  if (E2E_CLUSTER) return 0;
+  return markReady(cluster.client, namespace, `corral.dev/model=${model}`, podIP);
 }

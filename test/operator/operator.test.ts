@@ -1,15 +1,18 @@
-// The operator against an API server (the fake by default; a real cluster under `npm run test:e2e`):
-// what a person applying Models sees in the API.
+// The operator against a real API server (the test control plane; a whole cluster under
+// `npm run test:e2e`): what a person applying Models sees in the API. On the control plane the
+// tests play the kubelet (pod status) and inject faults through test/kube/fault-proxy.ts.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HttpMethod } from "@kubernetes/client-node";
 import { RESOURCES, resourcePath } from "../../common/kube-client.js";
-import type { Condition, Deployment, KubeObject, PersistentVolumeClaim, Service } from "../../common/kube-types.js";
+import type { Condition, Deployment, KubeObject, PersistentVolumeClaim, Pod, Service } from "../../common/kube-types.js";
 import { MODELS, type Model } from "../../common/model-resource.js";
 import type { OperatorHandle } from "../../operator/run.js";
 import type { RuntimeInfo } from "../../operator/status.js";
+import { setPodReady } from "../kube/kubelet-status.js";
 import {
-  REAL_CLUSTER,
+  E2E_CLUSTER,
+  NO_CLUSTER,
   T,
   createModel,
   getModel,
@@ -25,7 +28,10 @@ let cluster: TestCluster;
 const operators: OperatorHandle[] = [];
 
 beforeAll(async () => {
+  if (NO_CLUSTER) return;
   cluster = await startCluster();
+  // Started now, awaited by the deletion test at the end.
+  cluster.modelsGarbageCollected().catch(() => undefined);
 });
 afterAll(async () => {
   await Promise.all(operators.map((op) => op.close()));
@@ -61,7 +67,7 @@ async function eventsFor(ns: string, name: string): Promise<{ reason: string; me
   return list.items.filter((e) => e.involvedObject.kind === "Model" && e.involvedObject.name === name);
 }
 
-describe("a Model applied", () => {
+describe.skipIf(NO_CLUSTER)("a Model applied", () => {
   it("gets a Deployment running `corral runtime` and a Service, both owned by it", async () => {
     const ns = await cluster.namespace();
     await operator(ns);
@@ -95,7 +101,7 @@ describe("a Model applied", () => {
     const m = await modelWhere(ns, "tiny", (x) => x.status?.observedGeneration === 1, "no status");
     expect(m.status).toMatchObject({ modelId: "corral/tiny", endpoint: `http://tiny.${ns}.svc:8080`, selector: "corral.dev/model=tiny", observedGeneration: 1 });
     // On a real cluster the test image does not exist: the pod cannot pull it (Failed, with the reason).
-    expect(REAL_CLUSTER ? ["Pending", "Loading", "Failed"] : ["Pending", "Loading"]).toContain(m.status?.phase);
+    expect(E2E_CLUSTER ? ["Pending", "Loading", "Failed"] : ["Pending", "Loading"]).toContain(m.status?.phase);
     expect(condition(m, "Ready")?.status).toBe("False");
     await waitFor(async () => (await eventsFor(ns, "tiny")).some((e) => e.reason === "Created" && e.message === "created Deployment tiny, Service tiny"), {
       timeoutMs: 5000 * T,
@@ -103,11 +109,11 @@ describe("a Model applied", () => {
     });
   });
 
-  it.skipIf(REAL_CLUSTER)("becomes Ready when a pod is, with the endpoint in the status and an event", async () => {
+  it.skipIf(E2E_CLUSTER)("becomes Ready when a pod is, with the endpoint in the status and an event", async () => {
     const ns = await cluster.namespace();
     await operator(ns);
     await createModel(cluster, ns, "ready");
-    await waitFor(() => markPodsReady(cluster, ns, "ready") > 0, { message: "no pod" });
+    await waitFor(async () => (await markPodsReady(cluster, ns, "ready")) > 0, { message: "no pod" });
     const m = await modelWhere(ns, "ready", (x) => x.status?.phase === "Ready", "not Ready");
     expect(m.status).toMatchObject({ replicas: 1, readyReplicas: 1, ready: "1/1" });
     expect(condition(m, "Ready")).toMatchObject({ status: "True", reason: "ReplicasReady" });
@@ -116,7 +122,7 @@ describe("a Model applied", () => {
     await waitFor(async () => (await eventsFor(ns, "ready")).some((e) => e.reason === "Ready" && e.type === "Normal"), { message: "no Ready event" });
   });
 
-  it.skipIf(REAL_CLUSTER)("reports download progress and a model that fails to load, from the pods' /info", async () => {
+  it.skipIf(E2E_CLUSTER)("reports download progress and a model that fails to load, from the pods' /info", async () => {
     const ns = await cluster.namespace();
     let info: RuntimeInfo = { state: "downloading", progress: { bytes_done: 512 * 1024 ** 2, bytes_total: 1024 ** 3 } };
     const probed: string[] = [];
@@ -125,9 +131,8 @@ describe("a Model applied", () => {
       return info;
     });
     await createModel(cluster, ns, "dl");
-    await waitFor(() => cluster.fake!.list("pods", ns).length > 0, { message: "no pod" });
-    const pod = cluster.fake!.list("pods", ns)[0]!;
-    cluster.fake!.setPodReady(ns, pod.metadata.name, false, { podIP: "127.0.0.1" });
+    const pod = await waitFor(async () => (await cluster.client.list<Pod>(RESOURCES.pods, ns)).items[0], { message: "no pod" });
+    await setPodReady(cluster.client, ns, pod.metadata.name, false, { podIP: "127.0.0.1" });
     const m = await modelWhere(ns, "dl", (x) => x.status?.phase === "Downloading", "not Downloading");
     expect(condition(m, "Ready")?.message).toBe(`pod ${pod.metadata.name} is downloading hf:corral/test/model.gguf: 512.0 MiB of 1.0 GiB (50%)`);
     expect(probed[0]).toBe("http://127.0.0.1:18080");
@@ -140,7 +145,7 @@ describe("a Model applied", () => {
   });
 });
 
-describe("changes", () => {
+describe.skipIf(NO_CLUSTER)("changes", () => {
   it("a spec change rolls the Deployment and moves observedGeneration; a restart and a scale do not roll it", async () => {
     const ns = await cluster.namespace();
     const first = await operator(ns);
@@ -148,15 +153,20 @@ describe("changes", () => {
     const before = await waitFor(() => deployment(ns, "roll"), { timeoutMs: 10_000 * T });
     await modelWhere(ns, "roll", (x) => x.status?.observedGeneration === 1, "no status");
 
-    // Restart: the new operator finds everything as it wants it and writes nothing.
+    // Restart: the new operator finds everything as it wants it (the server's defaults included)
+    // and writes nothing; through the proxy (where there is one) its requests are counted.
     await first.close();
-    const second = await operator(ns);
+    cluster.proxy?.resetRequestLog();
+    const second = await operator(ns, {}, undefined, cluster.proxy?.kubeConfig);
     await waitFor(() => second.synced() && second.isLeader(), { timeoutMs: 10_000 * T });
     await second.queue.idle();
     await new Promise((resolve) => setTimeout(resolve, 300));
     const afterRestart = (await deployment(ns, "roll"))!;
     expect(afterRestart.metadata.generation).toBe(before.metadata.generation);
-    if (!REAL_CLUSTER) expect(afterRestart.metadata.resourceVersion).toBe(before.metadata.resourceVersion); // not written at all
+    if (cluster.proxy) {
+      const writes = cluster.proxy.requestLog.filter((r) => ["create", "update", "patch", "delete"].includes(r.verb) && r.resource !== "leases.coordination.k8s.io");
+      expect(writes.map((r) => `${r.verb} ${r.resource}/${r.name ?? ""}${r.subresource ? `/${r.subresource}` : ""}`)).toEqual([]);
+    }
 
     // A spec change: new arguments, a new generation, a rollout event.
     const m = (await getModel(cluster, ns, "roll"))!;
@@ -198,10 +208,16 @@ describe("changes", () => {
     await waitFor(async () => (await deployment(ns, "sc"))?.spec.replicas === 3, { timeoutMs: 10_000 * T, message: "Deployment not at 3" });
     const m = await modelWhere(ns, "sc", (x) => x.status?.ready?.endsWith("/3") === true, "status not at 3");
     expect(m.spec.replicas).toBe(3);
-    if (!REAL_CLUSTER) {
-      const status = await cluster.client.request<Record<string, any>>(HttpMethod.GET, resourcePath(MODELS, ns, "sc", "scale"));
-      expect(status.status).toMatchObject({ replicas: 3, selector: "corral.dev/model=sc" });
-    }
+    // The scale's status.replicas is the Model's status.replicas: the pods that exist, which
+    // follow once the ReplicaSet controller has made them.
+    await waitFor(
+      async () => {
+        const status = await cluster.client.request<Record<string, any>>(HttpMethod.GET, resourcePath(MODELS, ns, "sc", "scale"));
+        expect(status.status).toMatchObject({ replicas: 3, selector: "corral.dev/model=sc" });
+        return true;
+      },
+      { timeoutMs: 10_000 * T, message: "the scale's status is not at 3" },
+    );
 
     await cluster.client.mergePatch(MODELS, ns, "sc", { spec: { replicas: 0 } }, { subresource: "scale" });
     const zero = await modelWhere(ns, "sc", (x) => x.status?.phase === "ScaledToZero", "not ScaledToZero");
@@ -218,51 +234,31 @@ describe("changes", () => {
     await waitFor(async () => (await deployment(ns, "bounded"))?.spec.replicas === 2, { timeoutMs: 10_000 * T, message: "not at maxReplicas" });
   });
 
-  it("deleting the Model deletes its Deployment, Service, pods and cache claim", async () => {
-    const ns = await cluster.namespace();
-    await operator(ns);
-    await createModel(cluster, ns, "doomed", { cache: { size: "1Gi" } });
-    await waitFor(() => deployment(ns, "doomed"), { timeoutMs: 10_000 * T });
-    await waitFor(() => service(ns, "doomed"), { timeoutMs: 10_000 * T });
-    const pvc = await waitFor(() => cluster.client.get<PersistentVolumeClaim>(RESOURCES.persistentVolumeClaims, ns, "doomed-cache"), { timeoutMs: 10_000 * T });
-    expect(pvc.spec).toMatchObject({ accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } });
-    expect((await deployment(ns, "doomed"))!.spec.template.spec.volumes[0]).toEqual({ name: "models", persistentVolumeClaim: { claimName: "doomed-cache" } });
-
-    await cluster.client.delete(MODELS, ns, "doomed");
-    await waitFor(
-      async () =>
-        (await gone(cluster, RESOURCES.deployments, ns, "doomed")) &&
-        (await gone(cluster, RESOURCES.services, ns, "doomed")) &&
-        (await gone(cluster, RESOURCES.persistentVolumeClaims, ns, "doomed-cache")),
-      { timeoutMs: 20_000 * T, message: "children left behind" },
-    );
-    if (cluster.fake) await waitFor(() => cluster.fake!.list("pods", ns).length === 0, { message: "pods left behind" });
-  });
 });
 
-describe("robustness", () => {
-  it.skipIf(REAL_CLUSTER)("an operator restarted mid-reconcile makes no duplicates", async () => {
+describe.skipIf(NO_CLUSTER)("robustness", () => {
+  it.skipIf(E2E_CLUSTER)("an operator restarted mid-reconcile makes no duplicates", async () => {
     const ns = await cluster.namespace();
-    const fake = cluster.fake!;
+    const proxy = cluster.proxy!;
     // The first operator gets the Deployment in, then every Service write fails.
-    fake.injectFault({ verb: "patch", resource: "services", namespace: ns, status: 500, message: "etcdserver: request timed out", times: 1000 });
-    const first = await operator(ns);
+    proxy.injectFault({ verb: "patch", resource: "services", namespace: ns, status: 500, message: "etcdserver: request timed out", times: 1000 });
+    const first = await operator(ns, {}, undefined, proxy.kubeConfig);
     await createModel(cluster, ns, "dup", { replicas: 2 });
     await waitFor(() => deployment(ns, "dup"), { message: "no Deployment" });
     await waitFor(() => first.metrics.reconciles.get().then((m) => m.values.some((v) => v.labels.result === "error" && v.value > 0)), {
       message: "the Service write never failed",
     });
     await first.abandon();
-    fake.clearFaults();
+    proxy.clearFaults();
 
     const second = await operator(ns, { identity: "second" });
     await waitFor(() => service(ns, "dup"), { timeoutMs: 10_000, message: "no Service after the restart" });
     await second.queue.idle();
-    await waitFor(() => markPodsReady(cluster, ns, "dup") === 2, { message: "not 2 pods" });
+    await waitFor(async () => (await markPodsReady(cluster, ns, "dup")) === 2, { message: "not 2 pods" });
     await modelWhere(ns, "dup", (x) => x.status?.phase === "Ready" && x.status.readyReplicas === 2, "not Ready");
-    expect(fake.list("deployments.apps", ns)).toHaveLength(1);
-    expect(fake.list("services", ns)).toHaveLength(1);
-    expect(fake.list("pods", ns)).toHaveLength(2);
+    expect((await cluster.client.list(RESOURCES.deployments, ns)).items).toHaveLength(1);
+    expect((await cluster.client.list(RESOURCES.services, ns)).items).toHaveLength(1);
+    expect((await cluster.client.list(RESOURCES.pods, ns)).items).toHaveLength(2);
   });
 
   it("a Deployment of the same name that is not the Model's is reported, not taken over", async () => {
@@ -291,12 +287,12 @@ describe("robustness", () => {
     });
   });
 
-  it.skipIf(REAL_CLUSTER)("reports what the API server refuses, telling a spec problem from a permission problem", async () => {
+  it.skipIf(E2E_CLUSTER)("reports what the API server refuses, telling a spec problem from a permission problem", async () => {
     const ns = await cluster.namespace();
-    const fake = cluster.fake!;
-    fake.injectFault({ verb: "patch", resource: "deployments.apps", namespace: ns, name: "invalid", status: 422, reason: "Invalid", message: 'Deployment.apps "invalid" is invalid: spec.template.spec.priorityClassName: Invalid value', times: 1000 });
-    fake.injectFault({ verb: "patch", resource: "deployments.apps", namespace: ns, name: "denied", status: 403, reason: "Forbidden", message: 'deployments.apps "denied" is forbidden: User "system:serviceaccount:corral:operator" cannot patch resource', times: 1000 });
-    await operator(ns);
+    const proxy = cluster.proxy!;
+    proxy.injectFault({ verb: "patch", resource: "deployments.apps", namespace: ns, name: "invalid", status: 422, reason: "Invalid", message: 'Deployment.apps "invalid" is invalid: spec.template.spec.priorityClassName: Invalid value', times: 1000 });
+    proxy.injectFault({ verb: "patch", resource: "deployments.apps", namespace: ns, name: "denied", status: 403, reason: "Forbidden", message: 'deployments.apps "denied" is forbidden: User "system:serviceaccount:corral:operator" cannot patch resource', times: 1000 });
+    await operator(ns, {}, undefined, proxy.kubeConfig);
     await createModel(cluster, ns, "invalid");
     await createModel(cluster, ns, "denied");
     const invalid = await modelWhere(ns, "invalid", (x) => x.status?.phase === "Failed", "not Failed");
@@ -305,7 +301,7 @@ describe("robustness", () => {
     const denied = await modelWhere(ns, "denied", (x) => x.status?.phase === "Failed", "not Failed");
     expect(condition(denied, "Degraded")).toMatchObject({ status: "True", reason: "Forbidden" });
     expect(condition(denied, "Degraded")?.message).toContain("Check the operator's RBAC");
-    fake.clearFaults();
+    proxy.clearFaults();
   });
 
   it("serves health, readiness and metrics", async () => {
@@ -319,7 +315,35 @@ describe("robustness", () => {
     const metrics = await (await fetch(`${op.url}/metrics`)).text();
     expect(metrics).toMatch(/corral_operator_reconciles_total\{result="success"\} [1-9]/);
     expect(metrics).toContain("corral_operator_leader 1");
-    expect(metrics).toMatch(REAL_CLUSTER ? /corral_operator_models\{phase="\w+"\} 1/ : /corral_operator_models\{phase="Pending"\} 1/);
+    expect(metrics).toMatch(E2E_CLUSTER ? /corral_operator_models\{phase="\w+"\} 1/ : /corral_operator_models\{phase="Pending"\} 1/);
     expect(metrics).toMatch(/corral_operator_api_requests_total\{method="PATCH",code="200"\} [1-9]/);
+  });
+});
+
+// Last: on a fresh control plane it waits for the garbage collector to discover the Model type.
+describe.skipIf(NO_CLUSTER)("deletion", () => {
+  it("deleting the Model deletes its Deployment, Service, pods and cache claim", async () => {
+    const ns = await cluster.namespace();
+    await operator(ns);
+    await createModel(cluster, ns, "doomed", { cache: { size: "1Gi" } });
+    await waitFor(() => deployment(ns, "doomed"), { timeoutMs: 10_000 * T });
+    await waitFor(() => service(ns, "doomed"), { timeoutMs: 10_000 * T });
+    const pvc = await waitFor(() => cluster.client.get<PersistentVolumeClaim>(RESOURCES.persistentVolumeClaims, ns, "doomed-cache"), { timeoutMs: 10_000 * T });
+    expect(pvc.spec).toMatchObject({ accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } });
+    expect((await deployment(ns, "doomed"))!.spec.template.spec.volumes[0]).toEqual({ name: "models", persistentVolumeClaim: { claimName: "doomed-cache" } });
+
+    // Before kube-controller-manager's garbage collector has discovered the Model type (it looks
+    // every 30 s), a deleted Model's children stay: a cluster whose CRD was just installed.
+    await cluster.modelsGarbageCollected();
+    await cluster.client.delete(MODELS, ns, "doomed");
+    await waitFor(
+      async () =>
+        (await gone(cluster, RESOURCES.deployments, ns, "doomed")) &&
+        (await gone(cluster, RESOURCES.services, ns, "doomed")) &&
+        (await gone(cluster, RESOURCES.persistentVolumeClaims, ns, "doomed-cache")),
+      { timeoutMs: 20_000 * T, message: "children left behind" },
+    );
+    // Pods on a whole cluster take their grace period to go; the control plane's are never started.
+    if (!E2E_CLUSTER) await waitFor(async () => (await cluster.client.list(RESOURCES.pods, ns)).items.length === 0, { timeoutMs: 10_000, message: "pods left behind" });
   });
 });
