@@ -28,7 +28,7 @@ afterAll(async () => {
   for (const ns of namespaces) await admin!.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined);
 });
 
-/** `kind` (`group/kind` outside the core and apps groups), sorted and counted: what the server accepted. */
+/** The `apiVersion/kind`s of the objects, sorted, once each: what the server accepted. */
 function kinds(objects: readonly KubeObject[]): string[] {
   return [...new Set(objects.map((o) => `${o.apiVersion}/${o.kind}`))].sort();
 }

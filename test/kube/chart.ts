@@ -380,9 +380,15 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
 
     // Deleted: the garbage collector removes its children.
     await admin.delete(MODELS, namespace, name);
+    const deletedAt = Date.now();
+    const left = new Set([RESOURCES.deployments, RESOURCES.services, RESOURCES.persistentVolumeClaims]);
     await waitUntil("the Model's children to be garbage-collected", async () => {
-      for (const rt of [RESOURCES.deployments, RESOURCES.services, RESOURCES.persistentVolumeClaims]) if ((await admin.list(rt, namespace, { labelSelector: selector })).items.length) return false;
-      return true;
+      for (const rt of left) {
+        if ((await admin.list(rt, namespace, { labelSelector: selector })).items.length) continue;
+        left.delete(rt);
+        steps[`${rt.kind} gone`] = Date.now() - deletedAt;
+      }
+      return left.size === 0;
     }, gcTimeoutMs);
     step("deleted");
     return {
