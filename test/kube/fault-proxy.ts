@@ -1,11 +1,9 @@
 // A fault-injecting reverse proxy in front of the test control plane's kube-apiserver (http-proxy
 // does the forwarding). Clients get a kubeconfig that points at it; it forwards every request to
 // the real server as the admin user (the control plane's admin client certificate) and can, for
-// requests that match a verb/resource/namespace/name:
-//   - answer with a Kubernetes Status of a given code instead of forwarding (N times),
-//   - forward a watch with resourceVersion replaced (resuming from "1" makes the real server
-//     answer that the history is gone: its own 410),
-// and it can cut open watch streams, abruptly (the TCP connection reset) or cleanly (the chunked
+// requests that match a verb/resource/namespace/name, answer with a Kubernetes Status of a given
+// code instead of forwarding (N times; for a watch, also as the ERROR event in a 200 stream that
+// kube-apiserver sends when a resourceVersion's history is gone), and it can cut open watch streams, abruptly (the TCP connection reset) or cleanly (the chunked
 // response ended). It keeps a log of the requests it saw, so a test can count what a client sent.
 // Everything not matched is the real server's answer.
 
@@ -49,14 +47,15 @@ export interface StatusFault extends Match {
   message?: string;
   /** Sent as Retry-After. */
   retryAfterSeconds?: number;
+  /**
+   * For a watch: answer 200 and send the Status as one ERROR event, then end the stream. This is
+   * how kube-apiserver says a watch's resourceVersion is too old (410 Expired) once etcd has
+   * compacted it, which a test cannot make it do on demand (it compacts every 5 minutes).
+   */
+  asWatchEvent?: boolean;
 }
 
-/** Forward matching watches resuming from this resourceVersion (the real server judges it). */
-export interface ResourceVersionFault extends Match {
-  resourceVersion: string;
-}
-
-export type Fault = StatusFault | ResourceVersionFault;
+export type Fault = StatusFault;
 
 export interface FaultProxy {
   /** https://127.0.0.1:<port> */
@@ -186,22 +185,20 @@ export async function startFaultProxy(plane: { dir: string; server: string; kube
       fault.left--;
       if (fault.left === 0) faults.splice(index, 1);
     }
-    if (fault && "status" in fault) {
-      const headers: Record<string, string> = { "Content-Type": "application/json" };
-      if (fault.retryAfterSeconds !== undefined) headers["Retry-After"] = String(fault.retryAfterSeconds);
-      const reason = fault.reason ?? REASONS[fault.status] ?? "Unknown";
-      const message = fault.message ?? `injected by the fault proxy: ${fault.status} ${reason}`;
-      req.resume();
+    if (!fault) return void proxy.web(req, res);
+    const headers: Record<string, string> = { "Content-Type": "application/json" };
+    if (fault.retryAfterSeconds !== undefined) headers["Retry-After"] = String(fault.retryAfterSeconds);
+    const reason = fault.reason ?? REASONS[fault.status] ?? "Unknown";
+    const message = fault.message ?? `injected by the fault proxy: ${fault.status} ${reason}`;
+    const status = { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, code: fault.status };
+    req.resume();
+    if (fault.asWatchEvent && info.verb === "watch") {
+      res.writeHead(200, headers);
+      res.end(`${JSON.stringify({ type: "ERROR", object: status })}\n`);
+    } else {
       res.writeHead(fault.status, headers);
-      res.end(JSON.stringify({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, code: fault.status }));
-      return;
+      res.end(JSON.stringify(status));
     }
-    if (fault && "resourceVersion" in fault) {
-      const url = new URL(req.url ?? "/", "https://proxy.invalid");
-      url.searchParams.set("resourceVersion", fault.resourceVersion);
-      req.url = `${url.pathname}${url.search}`;
-    }
-    proxy.web(req, res);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -1,25 +1,28 @@
-// The list+watch informer (common/kube-informer.ts) against the fake API server's failure modes:
-// a CRD that does not exist yet, then answers 429 while its storage initialises; dropped
-// connections; 410 Gone after the watch history was compacted; failing lists.
+// The list+watch informer (common/kube-informer.ts) against a real API server, and through the
+// fault proxy (test/kube/fault-proxy.ts) its failure modes: a resource whose CRD does not exist
+// yet, then answers 429; dropped connections; a watch whose history is gone (410 Expired);
+// failing lists.
 
-import { afterEach, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { KubeClient, RESOURCES, type ResourceType } from "../../common/kube-client.js";
 import { Informer } from "../../common/kube-informer.js";
-import type { ConfigMap } from "../../common/kube-types.js";
-import { MODELS, loadModelCrd, type Model } from "../../common/model-resource.js";
-import { startFakeKube, waitFor, type FakeKube } from "../fake-kube/index.js";
-import { testLogger } from "./harness.js";
+import type { ConfigMap, KubeObject } from "../../common/kube-types.js";
+import { E2E_CLUSTER, NO_CLUSTER, startCluster, testLogger, waitFor, type TestCluster } from "./harness.js";
 
-let fake: FakeKube | undefined;
+let cluster: TestCluster;
 const informers: Informer<any>[] = [];
 
-afterEach(async () => {
-  await Promise.all(informers.splice(0).map((i) => i.stop()));
-  await fake?.close();
-  fake = undefined;
+beforeAll(async () => {
+  if (!NO_CLUSTER) cluster = await startCluster();
 });
+afterEach(async () => {
+  cluster?.proxy?.clearFaults();
+  await Promise.all(informers.splice(0).map((i) => i.stop()));
+});
+afterAll(async () => cluster?.close());
 
-function start<T extends ConfigMap | Model>(client: KubeClient, resource: ResourceType = RESOURCES.configMaps, namespaces = ["default"]) {
+function start<T extends KubeObject>(client: KubeClient, namespaces: string[], resource: ResourceType = RESOURCES.configMaps) {
   const failures: string[] = [];
   const events: string[] = [];
   const informer = new Informer<T>({
@@ -36,86 +39,132 @@ function start<T extends ConfigMap | Model>(client: KubeClient, resource: Resour
   return { informer, failures, events };
 }
 
-const configMap = (name: string, data: Record<string, string> = {}) => ({ apiVersion: "v1", kind: "ConfigMap", metadata: { name, namespace: "default" }, data });
+const configMap = (namespace: string, name: string, data: Record<string, string> = {}) => ({ apiVersion: "v1", kind: "ConfigMap", metadata: { name, namespace }, data });
+const createConfigMap = (namespace: string, name: string, data: Record<string, string> = {}) => cluster.client.create(RESOURCES.configMaps, namespace, configMap(namespace, name, data));
+/** A client through the fault proxy. */
+const proxied = () => new KubeClient(cluster.proxy!.kubeConfig);
 
-describe("Informer", () => {
+describe.skipIf(NO_CLUSTER)("Informer", () => {
   it("lists, then watches: the cache follows adds, updates and deletes", async () => {
-    fake = await startFakeKube();
-    fake.create(configMap("a"));
-    const { informer, events } = start<ConfigMap>(new KubeClient(fake.kubeConfig));
+    const ns = await cluster.namespace("informer");
+    await createConfigMap(ns, "a");
+    const { informer, events } = start<ConfigMap>(cluster.client, [ns]);
     await informer.waitForSync(5000);
-    expect(informer.get("default", "a")).toBeDefined();
-    fake.create(configMap("b"));
-    fake.update({ ...fake.get("configmaps", "default", "a")!, data: { x: "1" } });
-    fake.delete("configmaps", "default", "b");
+    expect(informer.get(ns, "a")).toBeDefined();
+    await createConfigMap(ns, "b");
+    await cluster.client.mergePatch(RESOURCES.configMaps, ns, "a", { data: { x: "1" } });
+    await cluster.client.delete(RESOURCES.configMaps, ns, "b");
     await waitFor(() => events.includes("delete b"));
-    expect(informer.get("default", "a")?.data).toEqual({ x: "1" });
+    expect(informer.get(ns, "a")?.data).toEqual({ x: "1" });
     expect(events).toEqual(expect.arrayContaining(["add a", "add b", "update a", "delete b"]));
   });
 
-  it("waits for a CRD that is not there yet, and through its 429 window, then syncs", async () => {
-    fake = await startFakeKube({ crdInitDelayMs: 800 });
-    const { informer, failures, events } = start<Model>(new KubeClient(fake.kubeConfig), MODELS);
-    await waitFor(() => failures.some((f) => f === "list:404"), { message: "no 404 while the CRD is missing" });
-    expect(informer.synced()).toBe(false);
-    fake.create(loadModelCrd());
-    await waitFor(() => failures.some((f) => f === "list:429"), { message: "no 429 while the CRD initialises" });
-    await informer.waitForSync(5000);
-    fake.create({ apiVersion: "corral.dev/v1alpha1", kind: "Model", metadata: { name: "late", namespace: "default" }, spec: { source: "hf:a/b/c.gguf" } });
-    await waitFor(() => events.includes("add late"), { message: "the watch did not start after the 429s" });
+  it.skipIf(E2E_CLUSTER)("waits for a CRD that is not there yet, and through a 429, then syncs", async () => {
+    const ns = await cluster.namespace("informer");
+    // A resource of its own: the Model CRD is shared by the suites running beside this one.
+    const group = `t${randomBytes(3).toString("hex")}.corral.dev`;
+    const widgets: ResourceType = { group, version: "v1", plural: "widgets", kind: "Widget", namespaced: true };
+    const crd = {
+      apiVersion: "apiextensions.k8s.io/v1",
+      kind: "CustomResourceDefinition",
+      metadata: { name: `widgets.${group}` },
+      spec: {
+        group,
+        scope: "Namespaced",
+        names: { plural: "widgets", singular: "widget", kind: "Widget", listKind: "WidgetList" },
+        versions: [{ name: "v1", served: true, storage: true, schema: { openAPIV3Schema: { type: "object", "x-kubernetes-preserve-unknown-fields": true } } }],
+      },
+    };
+    const proxy = cluster.proxy!;
+    const { informer, failures, events } = start<KubeObject>(proxied(), [ns], widgets);
+    try {
+      await waitFor(() => failures.includes("list:404"), { message: "no 404 while the CRD is missing" });
+      expect(informer.synced()).toBe(false);
+      await cluster.client.create(RESOURCES.customResourceDefinitions, undefined, crd);
+      // What kube-apiserver answers while a new resource's storage initialises.
+      proxy.injectFault({ verb: "list", resource: `widgets.${group}`, status: 429, message: "storage is (re)initializing", retryAfterSeconds: 1 });
+      await informer.waitForSync(15_000);
+      expect(failures).toContain("list:429");
+      await waitFor(
+        () => cluster.client.create(widgets, ns, { apiVersion: `${group}/v1`, kind: "Widget", metadata: { name: "late", namespace: ns } }).then(() => true),
+        { timeoutMs: 10_000, message: "cannot create a Widget" },
+      );
+      await waitFor(() => events.includes("add late"), { message: "the watch did not start after the 429" });
+    } finally {
+      await cluster.client.delete(RESOURCES.customResourceDefinitions, undefined, crd.metadata.name);
+    }
   });
 
-  it("resumes after a dropped connection without losing events", async () => {
-    fake = await startFakeKube();
-    const { informer, failures, events } = start<ConfigMap>(new KubeClient(fake.kubeConfig));
+  it.skipIf(E2E_CLUSTER)("resumes after a dropped connection without losing events", async () => {
+    const ns = await cluster.namespace("informer");
+    const proxy = cluster.proxy!;
+    const { informer, failures, events } = start<ConfigMap>(proxied(), [ns]);
     await informer.waitForSync(5000);
-    await waitFor(() => fake!.openWatches === 1);
-    fake.injectFault({ verb: "watch", resource: "configmaps", status: 500, times: 2 });
-    fake.dropWatches({ abrupt: true });
-    fake.create(configMap("while-down"));
+    await waitFor(() => proxy.openWatches("configmaps") === 1);
+    proxy.injectFault({ verb: "watch", resource: "configmaps", namespace: ns, status: 500, times: 2 });
+    expect(proxy.dropWatches({ abrupt: true })).toBe(1);
+    await createConfigMap(ns, "while-down");
     await waitFor(() => events.includes("add while-down"), { message: "the event made while disconnected was lost" });
-    expect(failures.filter((f) => f.startsWith("watch")).length).toBeGreaterThanOrEqual(2);
-    fake.dropWatches();
-    fake.create(configMap("after-clean-end"));
+    // The reset connection, then the two 500s.
+    expect(failures.filter((f) => f.startsWith("watch")).length).toBeGreaterThanOrEqual(3);
+    expect(failures.filter((f) => f === "watch:500")).toHaveLength(2);
+    await waitFor(() => proxy.openWatches("configmaps") === 1);
+    expect(proxy.dropWatches()).toBe(1);
+    await createConfigMap(ns, "after-clean-end");
     await waitFor(() => events.includes("add after-clean-end"));
   });
 
-  it("relists after 410 Gone and emits deletes for what vanished meanwhile", async () => {
-    fake = await startFakeKube({ historySize: 5 });
-    fake.create(configMap("keep"));
-    fake.create(configMap("vanish"));
-    const { informer, events } = start<ConfigMap>(new KubeClient(fake.kubeConfig));
+  it.skipIf(E2E_CLUSTER)("relists when the watch history is gone and emits deletes for what vanished meanwhile", async () => {
+    const ns = await cluster.namespace("informer");
+    const proxy = cluster.proxy!;
+    await createConfigMap(ns, "keep");
+    await createConfigMap(ns, "vanish");
+    const { informer, failures, events } = start<ConfigMap>(proxied(), [ns]);
     await informer.waitForSync(5000);
-    await waitFor(() => fake!.openWatches === 1);
-    // Disconnect, change things, and let the history go: resuming answers 410.
-    fake.injectFault({ verb: "watch", resource: "configmaps", status: 503, times: 1 });
-    fake.dropWatches({ abrupt: true });
-    fake.delete("configmaps", "default", "vanish");
-    for (let i = 0; i < 10; i++) fake.create(configMap(`filler-${i}`));
-    fake.compactHistory();
+    await waitFor(() => proxy.openWatches("configmaps") === 1);
+    // Disconnected, and kept out while things change.
+    proxy.injectFault({ verb: "watch", resource: "configmaps", namespace: ns, status: 503, times: 100_000 });
+    proxy.dropWatches({ abrupt: true });
+    await cluster.client.delete(RESOURCES.configMaps, ns, "vanish");
+    for (let i = 0; i < 10; i++) await createConfigMap(ns, `filler-${i}`);
+    await waitFor(() => failures.includes("watch:503"));
+    // Meanwhile etcd compacted that history: resuming answers what kube-apiserver then sends (a
+    // 200 stream with one ERROR event, code 410).
+    proxy.clearFaults();
+    proxy.resetRequestLog();
+    proxy.injectFault({
+      verb: "watch",
+      resource: "configmaps",
+      namespace: ns,
+      status: 410,
+      reason: "Expired",
+      message: "The resourceVersion for the provided watch is too old.",
+      asWatchEvent: true,
+    });
     await waitFor(() => events.includes("delete vanish") && events.includes("add filler-9"), { message: "no relist after 410" });
-    expect(informer.get("default", "vanish")).toBeUndefined();
-    expect(informer.list("default").map((c) => c.metadata.name)).toContain("keep");
+    expect(proxy.requestLog.map((r) => `${r.verb} ${r.resource}`)).toEqual(expect.arrayContaining(["watch configmaps", "list configmaps"]));
+    expect(informer.get(ns, "vanish")).toBeUndefined();
+    expect(informer.list(ns).map((c) => c.metadata.name)).toContain("keep");
   });
 
-  it("retries failing lists with backoff and reports not synced until one succeeds", async () => {
-    fake = await startFakeKube();
-    fake.injectFault({ verb: "list", resource: "configmaps", status: 503, times: 3 });
-    const { informer, failures } = start<ConfigMap>(new KubeClient(fake.kubeConfig));
+  it.skipIf(E2E_CLUSTER)("retries failing lists with backoff and reports not synced until one succeeds", async () => {
+    const ns = await cluster.namespace("informer");
+    cluster.proxy!.injectFault({ verb: "list", resource: "configmaps", namespace: ns, status: 503, times: 3 });
+    const { informer, failures } = start<ConfigMap>(proxied(), [ns]);
     expect(informer.synced()).toBe(false);
     await informer.waitForSync(5000);
     expect(failures).toEqual(["list:503", "list:503", "list:503"]);
   });
 
   it("watches several namespaces into one cache", async () => {
-    fake = await startFakeKube({ namespaces: ["one", "two", "three"] });
-    fake.create({ ...configMap("x"), metadata: { name: "x", namespace: "one" } });
-    fake.create({ ...configMap("y"), metadata: { name: "y", namespace: "two" } });
-    fake.create({ ...configMap("z"), metadata: { name: "z", namespace: "three" } });
-    const { informer } = start<ConfigMap>(new KubeClient(fake.kubeConfig), RESOURCES.configMaps, ["one", "two"]);
+    const [one, two, three] = [await cluster.namespace("one"), await cluster.namespace("two"), await cluster.namespace("three")];
+    await createConfigMap(one, "x");
+    await createConfigMap(two, "y");
+    await createConfigMap(three, "z");
+    const { informer } = start<ConfigMap>(cluster.client, [one, two]);
     await informer.waitForSync(5000);
-    expect(informer.get("one", "x")).toBeDefined();
-    expect(informer.get("two", "y")).toBeDefined();
-    expect(informer.get("three", "z")).toBeUndefined();
+    expect(informer.get(one, "x")).toBeDefined();
+    expect(informer.get(two, "y")).toBeDefined();
+    expect(informer.get(three, "z")).toBeUndefined();
   });
 });
