@@ -17,6 +17,7 @@ import { MODELS, type Model, type ModelSpec } from "../../common/model-resource.
 import { CLI, postJson } from "../helpers/runtime.js";
 import { ensureTestModel } from "../helpers/test-models.js";
 import { freePort } from "./control-plane.js";
+import { auditEntries, findKubectl, forbidden, installChart, kubectl as adminKubectl, serviceAccountKubeConfig, type ServiceAccountKube } from "./chart.js";
 import { installCrd, realKube } from "./cluster.js";
 import { startPodRunner, type PodRunner } from "./pod-runner.js";
 
@@ -65,16 +66,18 @@ async function waitFor<T>(check: () => Promise<T | undefined | false | null> | T
 
 const condition = (model: Model | undefined, type: string): Condition | undefined => model?.status?.conditions?.find((c) => c.type === type);
 
-describe.skipIf(!kube)("Corral on a real control plane, end to end", () => {
+describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane, end to end", () => {
   let client: KubeClient;
   let ns: string;
   let dir: string;
   let modelsDir: string;
-  let kubeconfig: string;
   let runner: PodRunner;
   const operators: Proc[] = [];
   let router: Proc;
   let routerUrl: string;
+  /** A second router replica, impatient: --ready-wait-seconds 1. */
+  let routerB: Proc;
+  let routerBUrl: string;
   /** Figures a person would ask about, printed as a table at the end. */
   const figures: [string, string][] = [];
   const figure = (what: string, value: string) => figures.push([what, value]);
@@ -96,19 +99,9 @@ describe.skipIf(!kube)("Corral on a real control plane, end to end", () => {
     });
   const generate = (modelId: string, body: Record<string, unknown> = {}) => postJson(`${routerUrl}/generate`, { model_id: modelId, prompt: "Hello wor", ...body });
 
-  const kubectl = async (...args: string[]): Promise<string> => {
-    const { findKubectl } = await import("./chart.js");
-    const { kubectl: bin } = findKubectl();
-    if (!bin) throw new Error("no kubectl");
-    return new Promise((resolve, reject) => {
-      const child = spawn(bin, ["--kubeconfig", kube!.kubeconfigPath, "-n", ns, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-      let out = "";
-      let err = "";
-      child.stdout.on("data", (d) => (out += d));
-      child.stderr.on("data", (d) => (err += d));
-      child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`kubectl ${args.join(" ")}: ${err}`))));
-    });
-  };
+  const kubectl = (...args: string[]) => adminKubectl(kube!, ["-n", ns, ...args]);
+  let operatorSA: ServiceAccountKube;
+  let routerSA: ServiceAccountKube;
 
   beforeAll(async () => {
     client = new KubeClient(kube!.kubeConfig);
@@ -121,7 +114,15 @@ describe.skipIf(!kube)("Corral on a real control plane, end to end", () => {
     mkdirSync(modelsDir);
     copyFileSync(await ensureTestModel("successor"), path.join(modelsDir, "successor.gguf"));
     writeFileSync(path.join(modelsDir, "broken.gguf"), Buffer.concat([Buffer.from("GGUF"), Buffer.alloc(60, 7)]));
-    kubeconfig = kube!.kubeconfigPath;
+    // The chart installed in the namespace: the operator and routers below run as its
+    // ServiceAccounts (tokens from the TokenRequest API), so its RBAC meets the real authorizer.
+    // Its own Deployments stay Pending: the pod runner only runs Model pods.
+    const chart = await installChart(kube!, { release: "corral", namespace: ns });
+    const saOf = (deployment: string) =>
+      (chart.objects.find((o) => o.kind === "Deployment" && o.metadata.name === deployment) as KubeObject & { spec: { template: { spec: { serviceAccountName: string } } } }).spec.template.spec
+        .serviceAccountName;
+    operatorSA = await serviceAccountKubeConfig(kube!, ns, saOf("corral-operator"));
+    routerSA = await serviceAccountKubeConfig(kube!, ns, saOf("corral-router"));
 
     runner = await startPodRunner({
       kubeConfig: kube!.kubeConfig,
@@ -138,8 +139,9 @@ describe.skipIf(!kube)("Corral on a real control plane, end to end", () => {
 
     const operatorArgs = (i: number, port: number) => [
       "operator",
-      "--kubeconfig", kubeconfig,
+      "--kubeconfig", operatorSA.kubeconfigPath,
       "--namespaces", ns,
+      "--lease-name", "corral-operator",
       "--lease-namespace", ns,
       "--identity", `operator-${i}`,
       "--lease-duration-seconds", "4",
@@ -159,18 +161,32 @@ describe.skipIf(!kube)("Corral on a real control plane, end to end", () => {
       "router",
       "--backend", "kubernetes",
       "--namespace", ns,
-      "--kubeconfig", kubeconfig,
+      "--kubeconfig", routerSA.kubeconfigPath,
+      "--state-config-map", "corral-router",
       "--host", "127.0.0.1",
       "--port", String(port),
       "--ready-wait-seconds", "60",
       "--rate-limit-points", "0",
     ]);
-    await waitFor(async () => (await fetch(`${routerUrl}/health`)).ok, "the router did not become healthy");
+    const portB = await freePort();
+    routerBUrl = `http://127.0.0.1:${portB}`;
+    routerB = corral(dir, "router-b", [
+      "router",
+      "--backend", "kubernetes",
+      "--namespace", ns,
+      "--kubeconfig", routerSA.kubeconfigPath,
+      "--state-config-map", "corral-router",
+      "--host", "127.0.0.1",
+      "--port", String(portB),
+      "--ready-wait-seconds", "1",
+      "--rate-limit-points", "0",
+    ]);
+    await waitFor(async () => (await fetch(`${routerUrl}/health`)).ok && (await fetch(`${routerBUrl}/health`)).ok, "the routers did not become healthy");
   }, 120_000);
 
   afterAll(async () => {
     if (figures.length) console.log(`\n| chain scenario | measured |\n|---|---|\n${figures.map(([a, b]) => `| ${a} | ${b} |`).join("\n")}\n`);
-    await stop(router);
+    await Promise.all([stop(router), stop(routerB)]);
     await Promise.all(operators.map((p) => stop(p)));
     await runner?.close();
     await client?.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined);
@@ -236,6 +252,39 @@ describe.skipIf(!kube)("Corral on a real control plane, end to end", () => {
     figure("request held at zero replicas -> answered", `${(heldMs / 1000).toFixed(1)} s`);
     expect((await model("successor"))?.spec.replicas).toBe(1);
     await modelWhere("successor", (m) => m.status?.phase === "Ready", "not Ready again");
+  });
+
+  it("a request held longer than --ready-wait-seconds gets 503 with Retry-After, and the Model keeps scaling up", async () => {
+    await apply("cold", { modelId: "corral/cold", replicas: 0 });
+    await modelWhere("cold", (m) => m.status?.phase === "ScaledToZero", "not ScaledToZero");
+    const started = Date.now();
+    const response = await postJson(`${routerBUrl}/generate`, { model_id: "corral/cold", prompt: "Hello wor" });
+    expect(response.status).toBe(503);
+    expect(response.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect(((await response.json()) as { detail: string }).detail).toContain("is not ready after 1 s");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    expect((await model("cold"))?.spec.replicas).toBe(1);
+    // The retry the client was told to make is answered.
+    await modelWhere("cold", (m) => m.status?.phase === "Ready", "not Ready");
+    const retried = await postJson(`${routerBUrl}/generate`, { model_id: "corral/cold", prompt: "Hello wor" });
+    expect(((await retried.json()) as { response: string }).response).toBe("stuvwxyz");
+  });
+
+  it("/models/load makes a Model current for every router replica; /models/unload scales it to zero", async () => {
+    await kubectl("scale", "model", "cold", "--replicas=0");
+    await modelWhere("cold", (m) => m.status?.phase === "ScaledToZero" && m.status.replicas === 0, "not ScaledToZero");
+    const loaded = await postJson(`${routerUrl}/models/load`, { model_id: "corral/cold" });
+    expect(loaded.status).toBe(200);
+    expect(await loaded.json()).toMatchObject({ model_id: "corral/cold", state: "ready", current: true });
+    // The other replica sends requests without a model id there too (the current model is shared).
+    await waitFor(async () => ((await (await fetch(`${routerBUrl}/models/current`)).json()) as { model_id: string | null }).model_id === "corral/cold", "router B did not see the current model");
+    const viaCurrent = await postJson(`${routerBUrl}/generate`, { prompt: "Hello wor" });
+    expect(((await viaCurrent.json()) as { response: string }).response).toBe("stuvwxyz");
+    const unloaded = await postJson(`${routerUrl}/models/unload`, { model_id: "corral/cold" });
+    expect(unloaded.status).toBe(200);
+    expect((await model("cold"))?.spec.replicas).toBe(0);
+    await modelWhere("cold", (m) => m.status?.phase === "ScaledToZero" && m.status.ready === "0/0", "not ScaledToZero after unload");
+    await client.delete(MODELS, ns, "cold");
   });
 
   it("a spec change rolls the pods with no failed request during the rollout", async () => {
@@ -330,9 +379,10 @@ describe.skipIf(!kube)("Corral on a real control plane, end to end", () => {
     // The new leader acts: a new Model gets its objects, and there is one of each.
     await apply("after-failover", { modelId: "corral/after", replicas: 1 });
     await modelWhere("after-failover", (m) => m.status?.phase === "Ready", "not Ready under the new leader", 60_000);
-    const deployments = (await client.list<Deployment>(RESOURCES.deployments, ns)).items.map((d) => d.metadata.name).sort();
+    const modelObjects = { labelSelector: "corral.dev/model" };
+    const deployments = (await client.list<Deployment>(RESOURCES.deployments, ns, modelObjects)).items.map((d) => d.metadata.name).sort();
     expect(deployments).toEqual(["after-failover", "successor"]);
-    const services = (await client.list<KubeObject>(RESOURCES.services, ns)).items.map((d) => d.metadata.name).sort();
+    const services = (await client.list<KubeObject>(RESOURCES.services, ns, modelObjects)).items.map((d) => d.metadata.name).sort();
     expect(services).toEqual(["after-failover", "successor"]);
     expect(await pods("successor")).toHaveLength(1);
   });
@@ -346,5 +396,12 @@ describe.skipIf(!kube)("Corral on a real control plane, end to end", () => {
     await waitFor(async () => (await client.get(RESOURCES.services, ns, "after-failover")) === undefined, "the Service was not collected", 60_000);
     const response = await generate("corral/after");
     expect(response.status).toBe(404);
+  });
+
+  it("the operators and routers made no call the chart's RBAC forbids", () => {
+    const calls = [...auditEntries(kube!, { user: operatorSA.username }), ...auditEntries(kube!, { user: routerSA.username })];
+    expect(calls.length).toBeGreaterThan(50);
+    expect(forbidden(calls)).toEqual([]);
+    figure("API calls as the chart's ServiceAccounts", `${calls.length}, none forbidden`);
   });
 });

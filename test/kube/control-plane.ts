@@ -207,6 +207,9 @@ export async function startControlPlane(options: StartControlPlaneOptions): Prom
       "--service-account-key-file", path.join(dir, "sa.pub"),
       "--service-account-signing-key-file", path.join(dir, "sa.key"),
       "--endpoint-reconciler-type", "none",
+      // On in hardened clusters (OpenShift among them): setting blockOwnerDeletion on an owner
+      // reference needs the update verb on the owner's finalizers subresource.
+      "--enable-admission-plugins", "OwnerReferencesPermissionEnforcement",
       // Every request at Metadata level (who, verb, resource, code): the RBAC tests read which
       // calls each ServiceAccount made and what the real authorizer answered.
       "--audit-policy-file", auditPolicy,
