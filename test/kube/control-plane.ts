@@ -116,12 +116,27 @@ interface Proc {
   exited: Promise<void>;
 }
 
+const running = new Set<ChildProcess>();
+let exitHook = false;
+
+/** Whatever stops the test process without stop() (an uncaught error, a timeout) must not leave a control plane behind. */
+function killOnExit(child: ChildProcess): void {
+  running.add(child);
+  child.once("exit", () => running.delete(child));
+  if (exitHook) return;
+  exitHook = true;
+  process.once("exit", () => {
+    for (const c of running) c.kill("SIGKILL");
+  });
+}
+
 function startProcess(dir: string, name: string, bin: string, args: string[]): Proc {
   const log = createWriteStream(path.join(dir, `${name}.log`));
   const child = spawn(bin, args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  killOnExit(child);
   return { name, child, exited };
 }
 
