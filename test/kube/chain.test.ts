@@ -19,6 +19,7 @@ import { ensureTestModel } from "../helpers/test-models.js";
 import { freePort } from "./control-plane.js";
 import { auditEntries, findKubectl, forbidden, installChart, kubectl as adminKubectl, serviceAccountKubeConfig, type ServiceAccountKube } from "./chart.js";
 import { installCrd, realKube } from "./cluster.js";
+import { waitFor as pollFor } from "./wait.js";
 import { startPodRunner, type PodRunner } from "./pod-runner.js";
 
 const kube = realKube();
@@ -49,20 +50,8 @@ async function stop(proc: Proc | undefined, signal: NodeJS.Signals = "SIGTERM"):
   clearTimeout(timer);
 }
 
-async function waitFor<T>(check: () => Promise<T | undefined | false | null> | T | undefined | false | null, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms${last instanceof Error ? `: ${last.message}` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** Polls until `check` gives a truthy value; fails after the deadline, naming what was awaited. */
+const waitFor = <T>(check: () => Promise<T> | T, what: string, timeoutMs = 30_000) => pollFor(check, { message: what, timeoutMs, intervalMs: 100 });
 
 const condition = (model: Model | undefined, type: string): Condition | undefined => model?.status?.conditions?.find((c) => c.type === type);
 
@@ -155,32 +144,24 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
     ];
     for (const i of [0, 1]) operators.push(corral(dir, `operator-${i}`, operatorArgs(i, await freePort())));
 
-    const port = await freePort();
-    routerUrl = `http://127.0.0.1:${port}`;
-    router = corral(dir, "router", [
-      "router",
-      "--backend", "kubernetes",
-      "--namespace", ns,
-      "--kubeconfig", routerSA.kubeconfigPath,
-      "--state-config-map", "corral-router",
-      "--host", "127.0.0.1",
-      "--port", String(port),
-      "--ready-wait-seconds", "60",
-      "--rate-limit-points", "0",
-    ]);
-    const portB = await freePort();
-    routerBUrl = `http://127.0.0.1:${portB}`;
-    routerB = corral(dir, "router-b", [
-      "router",
-      "--backend", "kubernetes",
-      "--namespace", ns,
-      "--kubeconfig", routerSA.kubeconfigPath,
-      "--state-config-map", "corral-router",
-      "--host", "127.0.0.1",
-      "--port", String(portB),
-      "--ready-wait-seconds", "1",
-      "--rate-limit-points", "0",
-    ]);
+    // Two router replicas, as the chart runs them; B is impatient (--ready-wait-seconds 1).
+    const startRouter = async (name: string, readyWaitSeconds: number) => {
+      const port = await freePort();
+      const proc = corral(dir, name, [
+        "router",
+        "--backend", "kubernetes",
+        "--namespace", ns,
+        "--kubeconfig", routerSA.kubeconfigPath,
+        "--state-config-map", "corral-router",
+        "--host", "127.0.0.1",
+        "--port", String(port),
+        "--ready-wait-seconds", String(readyWaitSeconds),
+        "--rate-limit-points", "0",
+      ]);
+      return { proc, url: `http://127.0.0.1:${port}` };
+    };
+    ({ proc: router, url: routerUrl } = await startRouter("router", 60));
+    ({ proc: routerB, url: routerBUrl } = await startRouter("router-b", 1));
     await waitFor(async () => (await fetch(`${routerUrl}/health`)).ok && (await fetch(`${routerBUrl}/health`)).ok, "the routers did not become healthy");
   }, 120_000);
 
