@@ -163,9 +163,11 @@ export async function startFaultProxy(plane: { dir: string; server: string; kube
   proxy.on("proxyRes", (upstream, req, res) => {
     const info = (req as IncomingMessage & { info?: RequestInfo }).info;
     if (info?.verb !== "watch") return;
+    if (res.destroyed || res.writableEnded) return upstream.destroy(); // the client left first
     const open: OpenWatch = { resource: info.resource, req, res, upstream };
     watches.add(open);
     res.once("close", () => watches.delete(open));
+    upstream.once("close", () => watches.delete(open));
   });
   proxy.on("error", (error, _req, res) => {
     // The upstream connection failed or was cut: the client sees a 502, or a reset mid-stream.

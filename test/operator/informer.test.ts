@@ -80,9 +80,10 @@ describe.skipIf(NO_CLUSTER)("Informer", () => {
     try {
       await waitFor(() => failures.includes("list:404"), { message: "no 404 while the CRD is missing" });
       expect(informer.synced()).toBe(false);
-      await cluster.client.create(RESOURCES.customResourceDefinitions, undefined, crd);
-      // What kube-apiserver answers while a new resource's storage initialises.
+      // What kube-apiserver may answer while a new resource's storage initialises; injected before
+      // the CRD is made, so that no list answered in between can get ahead of it.
       proxy.injectFault({ verb: "list", resource: `widgets.${group}`, status: 429, message: "storage is (re)initializing", retryAfterSeconds: 1 });
+      await cluster.client.create(RESOURCES.customResourceDefinitions, undefined, crd);
       await informer.waitForSync(15_000);
       expect(failures).toContain("list:429");
       await waitFor(
