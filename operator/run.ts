@@ -39,7 +39,7 @@ export interface OperatorHandle {
 
 export interface RunOptions {
   logger?: Logger;
-  /** The cluster to talk to (tests: the fake API server); default from config.kubeconfig / KUBECONFIG / in-cluster. */
+  /** The cluster to talk to (tests: the test control plane); default from config.kubeconfig / KUBECONFIG / in-cluster. */
   kubeConfig?: KubeConfig;
   /** How starting runtimes' /info is read (tests may replace it). */
   probe?: RuntimeProbe;
