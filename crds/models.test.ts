@@ -6,10 +6,10 @@ import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { KubeClient, RESOURCES, describeKubeError, errorCode } from "../common/kube-client.js";
+import { KubeClient, describeKubeError, errorCode } from "../common/kube-client.js";
 import { MODELS, loadModelCrd, type Model } from "../common/model-resource.js";
 import { packagePath } from "../common/package-root.js";
-import { installCrd, realKube } from "../test/kube/cluster.js";
+import { NO_CLUSTER, startCluster, type TestCluster } from "../test/operator/harness.js";
 
 const crd = loadModelCrd();
 const version = crd.spec.versions[0];
@@ -64,20 +64,18 @@ describe("the Model CRD document", () => {
   });
 });
 
-const kube = realKube();
-
-describe.skipIf(!kube)("kube-apiserver with the Model CRD", () => {
+// The test run's kube-apiserver, or the cluster KUBECONFIG names under `npm run test:e2e`.
+describe.skipIf(NO_CLUSTER)("kube-apiserver with the Model CRD", () => {
+  let cluster: TestCluster;
   let client: KubeClient;
-  const ns = `crd-${Date.now().toString(36)}`;
+  let ns: string;
 
   beforeAll(async () => {
-    client = new KubeClient(kube!.kubeConfig);
-    await installCrd(client);
-    await client.create(RESOURCES.namespaces, undefined, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
+    cluster = await startCluster();
+    client = cluster.client;
+    ns = await cluster.namespace("crd");
   });
-  afterAll(async () => {
-    await client?.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined);
-  });
+  afterAll(async () => cluster?.close());
 
   const create = (name: string, spec: Record<string, unknown>, metadata: Record<string, unknown> = {}) =>
     client.create<Model>(MODELS, ns, { apiVersion: "corral.dev/v1alpha1", kind: "Model", metadata: { name, ...metadata }, spec });
