@@ -17,16 +17,10 @@ export interface RealKube {
   kubeConfig: KubeConfig;
 }
 
-let said = false;
-
-/** The real control plane, or undefined (said once per file) when CORRAL_KUBE_ASSETS is unset. */
+/** The real control plane, or undefined when CORRAL_KUBE_ASSETS is unset (global-setup says so once). */
 export function realKube(): RealKube | undefined {
   const kube = inject("kube");
-  if ("skip" in kube) {
-    if (!said) console.log(`[kube] skipping the suites that need a real control plane: ${kube.skip}`);
-    said = true;
-    return undefined;
-  }
+  if ("skip" in kube) return undefined;
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromFile(kube.kubeconfigPath);
   return { ...kube, auditLogPath: path.join(kube.dir, "audit.log"), kubeConfig };

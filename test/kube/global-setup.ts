@@ -16,6 +16,7 @@ export default async function setup(project: TestProject): Promise<(() => Promis
   const { dir: assets, reason } = findKubeAssets();
   if (!assets) {
     if (process.env.CORRAL_REQUIRE_KUBE === "1") throw new Error(`CORRAL_REQUIRE_KUBE=1 but ${reason}`);
+    console.log(`[kube] the suites that need a real control plane skip: ${reason}`);
     project.provide("kube", { skip: reason! });
     return;
   }
