@@ -17,6 +17,7 @@ const catalog: Catalog = {
     { id: "a", source: "fake:ok", context_size: 256 },
     { id: "org/b", source: "fake:ok", defaults: { temperature: 0.1 } },
     { id: "broken", source: "fake:fail" },
+    { id: "broken2", source: "fake:fail" },
     { id: "big", source: "fake:download" },
   ],
 };
@@ -114,16 +115,48 @@ describe("LocalBackend", () => {
     }
   });
 
-  it("gives up after repeated failed starts, with the runtime's reason, and tries again when asked", async () => {
+  it("a model whose runtime exits before it is ready is failed at once, with the runtime's reason; requests fail fast until a load retries", async () => {
     const backend = makeBackend();
     await backend.start();
     const error = await backend.ensureReady("broken", AbortSignal.timeout(10_000)).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ModelStartError);
     expect((error as Error).message).toMatch(/^model broken could not be started: model could not be loaded: no such file: \/nope\.gguf \(runtime exited with code 1\)$/);
-    expect(backend.status("broken").state).toBe("failed");
-    expect(pidsOf("broken")).toHaveLength(3);
-    await backend.ensureReady("broken", AbortSignal.timeout(10_000)).catch(() => undefined);
-    expect(pidsOf("broken")).toHaveLength(6);
+    expect(backend.status("broken")).toMatchObject({ state: "failed", message: (error as Error).message });
+    expect(pidsOf("broken")).toHaveLength(1);
+    // A request does not start it again: the same reason, at once.
+    await expect(backend.ensureReady("broken", AbortSignal.timeout(10_000))).rejects.toThrow((error as Error).message);
+    expect(pidsOf("broken")).toHaveLength(1);
+    // A load tries again.
+    await expect(backend.load("broken", AbortSignal.timeout(10_000))).rejects.toBeInstanceOf(ModelStartError);
+    expect(pidsOf("broken")).toHaveLength(2);
+  });
+
+  it("concurrent loads of models that cannot load leave the working model current and running", async () => {
+    const backend = makeBackend({ initialModel: "a" });
+    await backend.start();
+    await backend.ensureReady("a", AbortSignal.timeout(10_000));
+    const [pid] = pidsOf("a");
+    const started = Date.now();
+    const loads = ["broken", "broken2", "broken", "broken2", "broken"].map((id) => backend.load(id, AbortSignal.timeout(10_000)).catch((e: unknown) => e));
+    expect(backend.current()).toBe("a");
+    const errors = await Promise.all(loads);
+    expect(Date.now() - started).toBeLessThan(5000);
+    for (const error of errors) expect(error).toBeInstanceOf(ModelStartError);
+    expect(backend.current()).toBe("a");
+    expect(backend.status("a").state).toBe("ready");
+    expect(pidsOf("a")).toEqual([pid]);
+    expect(alive(pid!)).toBe(true);
+    for (const id of ["broken", "broken2"]) expect(backend.status(id)).toMatchObject({ state: "failed", message: expect.stringMatching(/no such file/) });
+  });
+
+  it("with --max-models 1, a load that fails starts the current model it made room for again", async () => {
+    const backend = makeBackend({ initialModel: "a", maxModels: 1 });
+    await backend.start();
+    await backend.ensureReady("a", AbortSignal.timeout(10_000));
+    await expect(backend.load("broken", AbortSignal.timeout(10_000))).rejects.toBeInstanceOf(ModelStartError);
+    expect(backend.current()).toBe("a");
+    await backend.ensureReady("a", AbortSignal.timeout(10_000));
+    expect(backend.status("a").state).toBe("ready");
   });
 
   it("a load that fails leaves the previous model current", async () => {

@@ -107,6 +107,8 @@ class LocalModel {
   private generation = 0;
   private startFailures = 0;
   private crashes = 0;
+  /** Whether a runtime of this model was ready since the model was last started from scratch. */
+  private everReady = false;
   private stopRequested = false;
   private spawning = false;
   private startAfterStop = false;
@@ -143,7 +145,7 @@ class LocalModel {
     return { model_id: this.spec.id, state: this.state, progress: this.progress, message: this.message, endpoints: this.ready };
   }
 
-  /** Starts the runtime unless one runs or is coming back. */
+  /** Starts the runtime unless one runs or is coming back (a `failed` model is started again). */
   ensureStarted(): void {
     if (this.state === "stopping") {
       this.startAfterStop = true;
@@ -152,6 +154,8 @@ class LocalModel {
     if (this.running || this.spawning) return;
     this.stopRequested = false;
     this.startFailures = 0;
+    this.crashes = 0;
+    this.everReady = false;
     this.message = null;
     this.state = "starting";
     void this.spawnChild();
@@ -313,10 +317,13 @@ class LocalModel {
     if (!wasReady) this.startFailures++;
     this.crashes++;
     const detail = this.lastError ? `${this.lastError} (runtime exited with ${how})` : `runtime exited with ${how}`;
-    if (this.startFailures >= this.timing.maxStartFailures) {
+    // A model whose runtime never got ready since it was loaded cannot load (a broken or missing
+    // file, a bad flag): failed at once, no restarts. One that served and then crashed comes back
+    // after a backoff, and is failed only after maxStartFailures restarts in a row that end before ready.
+    if (!this.everReady || this.startFailures >= this.timing.maxStartFailures) {
       this.state = "failed";
       this.message = `model ${this.spec.id} could not be started: ${detail}`;
-      this.log.error({ how, attempts: this.startFailures, reason: this.lastError }, "runtime keeps failing before it is ready; giving up until the model is requested again");
+      this.log.error({ how, attempts: this.startFailures, reason: this.lastError }, "runtime exits before it is ready; the model is failed until it is loaded again");
       this.rejectWaiters(new ModelStartError(this.spec.id, this.message));
       return;
     }
@@ -393,6 +400,7 @@ class LocalModel {
     this.progress = null;
     this.message = null;
     this.startFailures = 0;
+    this.everReady = true;
     this.setReady(endpoint);
     this.log.info({ endpoint: endpoint.url }, "runtime ready");
     // A runtime that stays up for a while has recovered: the next crash restarts quickly again.
@@ -458,6 +466,10 @@ export class LocalBackend implements Backend {
   private readonly models = new Map<string, LocalModel>();
   private readonly entries: CatalogEntry[];
   private currentId: string | null = null;
+  /** The model a `load` is switching to (it may take the current model's room), else null. */
+  private switchingTo: LocalModel | null = null;
+  /** Loads run one at a time: each waits for the previous one to finish. */
+  private switchQueue: Promise<void> = Promise.resolve();
   private closed = false;
   private readonly onProcessExit = () => {
     for (const model of this.models.values()) model.killNow();
@@ -512,25 +524,52 @@ export class LocalBackend implements Backend {
     return model.readyEndpoints();
   }
 
+  /** Starts a model for a request; a `failed` one is not retried (its reason at once) until it is loaded again. */
   ensureReady(modelId: string, signal: AbortSignal): Promise<void> {
     const model = this.model(modelId);
     model.lastUsed = Date.now();
-    model.ensureStarted();
+    if (model.state !== "failed") model.ensureStarted();
     return model.waitReady(signal);
   }
 
+  /**
+   * Loads run one at a time. The model becomes the current one only once it is ready: a load
+   * that fails leaves the current model current and serving (restarted when it had to make room
+   * under --max-models), and the failed model `failed` with its reason.
+   */
   async load(modelId: string, signal: AbortSignal): Promise<void> {
-    this.model(modelId);
-    // Current at once, so /models/current shows the load's progress; a load that fails gives
-    // the current role back to the model that had it, which still serves.
-    const previous = this.currentId;
-    this.currentId = modelId;
+    const model = this.model(modelId);
+    const previousTurn = this.switchQueue;
+    let done!: () => void;
+    this.switchQueue = new Promise<void>((resolve) => (done = resolve));
     try {
-      await this.ensureReady(modelId, signal);
-    } catch (error) {
-      if (error instanceof ModelStartError && this.currentId === modelId) this.currentId = previous;
-      throw error;
+      await abortable(previousTurn, signal);
+      await this.switchTo(model, signal);
+    } finally {
+      void previousTurn.then(done);
     }
+  }
+
+  private async switchTo(model: LocalModel, signal: AbortSignal): Promise<void> {
+    if (this.closed) throw new ModelStartError(model.spec.id, "the router is stopping");
+    model.lastUsed = Date.now();
+    const previous = this.currentId === null ? undefined : this.models.get(this.currentId);
+    if (previous === model && model.state === "ready") return;
+    const previousRan = previous?.running ?? false;
+    this.switchingTo = model;
+    try {
+      model.ensureStarted();
+      await model.waitReady(signal);
+    } catch (error) {
+      if (error instanceof ModelStartError && previous && previous !== model && previousRan && !previous.running && !this.closed) {
+        this.options.logger.warn({ model: previous.spec.id, failed: model.spec.id }, "the load failed; restarting the current model it made room for");
+        previous.ensureStarted();
+      }
+      throw error;
+    } finally {
+      this.switchingTo = null;
+    }
+    this.currentId = model.spec.id;
   }
 
   async unload(modelId: string): Promise<void> {
@@ -554,15 +593,39 @@ export class LocalBackend implements Backend {
     return model;
   }
 
-  /** Keeps at most maxModels runtimes: stops the least recently used ones that are not current. */
+  /**
+   * Keeps at most maxModels runtimes: stops the least recently used ones that are not current.
+   * The current model makes room only for a load that switches to another model (which, when it
+   * fails, starts the current one again).
+   */
   private async makeRoom(starting: LocalModel): Promise<void> {
     const others = [...this.models.values()].filter((model) => model !== starting && model.running);
     const excess = others.length + 1 - this.options.maxModels;
     if (excess <= 0) return;
+    const isCurrent = (model: LocalModel) => model.spec.id === this.currentId;
     const victims = others
-      .filter((model) => model.spec.id !== this.currentId)
-      .sort((a, b) => a.lastUsed - b.lastUsed)
+      .filter((model) => !isCurrent(model) || this.switchingTo === starting)
+      .sort((a, b) => Number(isCurrent(a)) - Number(isCurrent(b)) || a.lastUsed - b.lastUsed)
       .slice(0, excess);
     await Promise.all(victims.map((model) => model.stop(`stopped to make room for ${starting.spec.id} (--max-models ${this.options.maxModels})`)));
   }
+}
+
+/** Resolves with `promise`, or rejects with the signal's reason when it aborts first. */
+function abortable(promise: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }

@@ -1,0 +1,122 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LocalBackend } from "../../router/backends/local.js";
+import { routerConfig, type RouterConfig } from "../../router/config.js";
+import { run, type RouterHandle } from "../../router/run.js";
+import { postJson, waitFor } from "../helpers/runtime.js";
+import { REPO_ROOT } from "../helpers/test-models.js";
+
+// Model switching under `corral serve` with real runtime children: a catalog with the
+// deterministic successor model and models whose files are not GGUF at all.
+let dir: string;
+const routers: RouterHandle[] = [];
+
+beforeAll(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "corral-serve-models-"));
+  for (const name of ["broken-1", "broken-2", "broken-3"]) writeFileSync(path.join(dir, `${name}.gguf`), "this is not a GGUF file\n".repeat(64));
+  writeFileSync(
+    path.join(dir, "models.yaml"),
+    [
+      "default: tiny",
+      "models:",
+      "  - id: tiny",
+      "    source: builtin:successor",
+      "  - id: other",
+      "    source: builtin:successor",
+      ...["broken-1", "broken-2", "broken-3"].flatMap((name) => [`  - id: ${name}`, `    source: ${JSON.stringify(path.join(dir, `${name}.gguf`))}`]),
+      "",
+    ].join("\n"),
+  );
+});
+
+afterAll(async () => {
+  await Promise.all(routers.splice(0).map((router) => router.close()));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+}, 60_000);
+
+async function serve(overrides: Partial<RouterConfig> = {}): Promise<RouterHandle> {
+  const router = await run(
+    routerConfig({
+      backend: "local",
+      host: "127.0.0.1",
+      port: 0,
+      catalog: path.join(dir, "models.yaml"),
+      threads: 1,
+      parallel: 2,
+      maxModels: 2,
+      modelDir: path.join(REPO_ROOT, ".cache", "router-test-models"),
+      logLevel: process.env.TEST_LOG_LEVEL ?? "silent",
+      runtimeLogLevel: "warn",
+      rateLimitPoints: 0,
+      readyWaitSeconds: 60,
+      drainSeconds: 2,
+      ...overrides,
+    }),
+    { runtimeLogSink: null },
+  );
+  routers.push(router);
+  await waitFor(async () => ((await (await fetch(`${router.url}/models/current`)).json()) as { state: string }).state === "ready", "tiny ready", 120_000);
+  return router;
+}
+
+describe("concurrent /models/load", () => {
+  it("loads of models that cannot load never take the current role nor stop the model that serves", async () => {
+    const router = await serve();
+    const backend = router.backend as LocalBackend;
+    const pid = backend.runtimePid("tiny");
+
+    // Requests for the current model keep being answered while the loads run.
+    let loading = true;
+    const answers: number[] = [];
+    const traffic = (async () => {
+      while (loading) {
+        const response = await postJson(`${router.url}/generate`, { prompt: "Hello wor" });
+        answers.push(response.status);
+        expect(await response.json()).toMatchObject({ response: "stuvwxyz" });
+      }
+    })();
+
+    const started = Date.now();
+    const loads = await Promise.all(
+      ["broken-1", "broken-2", "broken-3", "broken-1", "broken-2"].map(async (id) => {
+        const response = await postJson(`${router.url}/models/load`, { model_id: id });
+        return { id, status: response.status, body: (await response.json()) as { detail: string } };
+      }),
+    );
+    const elapsed = Date.now() - started;
+    loading = false;
+    await traffic;
+
+    for (const load of loads) {
+      expect(load.status).toBe(503);
+      expect(load.body.detail).toMatch(new RegExp(`^model ${load.id} could not be started: `));
+    }
+    expect(elapsed).toBeLessThan(30_000);
+    expect(answers.length).toBeGreaterThan(0);
+    expect(answers.every((status) => status === 200)).toBe(true);
+
+    const current = (await (await fetch(`${router.url}/models/current`)).json()) as Record<string, unknown>;
+    expect(current).toMatchObject({ model_id: "tiny", state: "ready", current: true });
+    expect(backend.runtimePid("tiny")).toBe(pid);
+    const available = (await (await fetch(`${router.url}/models/available`)).json()) as { current: string; models: { model_id: string; state: string }[] };
+    expect(available.current).toBe("tiny");
+    for (const name of ["broken-1", "broken-2", "broken-3"]) {
+      expect(available.models.find((model) => model.model_id === name)?.state).toBe("failed");
+      expect(backend.status(name).message).toMatch(/could not be started/);
+    }
+
+    // A request naming a failed model fails fast with the reason, without starting it again.
+    const asked = Date.now();
+    const refused = await postJson(`${router.url}/generate`, { prompt: "Hi", model_id: "broken-1" });
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as { detail: string }).detail).toMatch(/^model broken-1 could not be started: /);
+    expect(Date.now() - asked).toBeLessThan(1000);
+    expect(backend.runtimePid("broken-1")).toBeUndefined();
+
+    // The default model still answers at once.
+    const answer = await postJson(`${router.url}/generate`, { prompt: "Hello wor" });
+    expect(answer.status).toBe(200);
+  }, 180_000);
+});
