@@ -17,7 +17,7 @@ describe("routerConfig", () => {
   it("has the documented defaults", () => {
     const config = routerConfig({});
     expect(config).toMatchObject({
-      host: "0.0.0.0",
+      host: "127.0.0.1",
       port: 8000,
       backend: "local",
       rateLimitPoints: 60,
@@ -31,6 +31,14 @@ describe("routerConfig", () => {
     });
     expect(config.catalog).toBe(packagePath("catalog", "models.yaml"));
     expect(config.runtimeEntry).toBe(packagePath("dist", "bin", "corral.js"));
+  });
+
+  it("listens on loopback in local mode and on every address in cluster mode, unless --host says otherwise", () => {
+    expect(routerConfig({ backend: "local" }).host).toBe("127.0.0.1");
+    expect(routerConfig({ backend: "kubernetes" }).host).toBe("0.0.0.0");
+    expect(routerConfig({ backend: "static", upstream: "m=http://127.0.0.1:1" }).host).toBe("0.0.0.0");
+    expect(routerConfig({ backend: "local", host: "0.0.0.0" }).host).toBe("0.0.0.0");
+    expect(routerConfig({ backend: "kubernetes", host: "127.0.0.1" }).host).toBe("127.0.0.1");
   });
 
   it("converts flag and env strings, lists included", () => {
@@ -105,6 +113,20 @@ describe("the commands", () => {
 });
 
 describe("flags through commander", () => {
+  it("corral serve defaults to 127.0.0.1 and corral router to 0.0.0.0", async () => {
+    const { routerCommand, serveCommand } = await import("./main.js");
+    const { settingsFromOptions } = await import("../common/config.js");
+    const { ROUTER_HOST_SETTING, SERVE_HOST_SETTING } = await import("./config.js");
+    const serve = serveCommand();
+    expect(serve.helpInformation()).toMatch(/--host <host>[^-]*\(default:\s+127\.0\.0\.1\)/);
+    serve.parseOptions([]);
+    expect(routerConfig({ ...settingsFromOptions(serve.opts(), [SERVE_HOST_SETTING]), backend: "local" }).host).toBe("127.0.0.1");
+    const router = routerCommand();
+    expect(router.helpInformation()).toMatch(/--host <host>\s+address to listen on\s+\(default:\s+0\.0\.0\.0\)/);
+    router.parseOptions([]);
+    expect(routerConfig({ ...settingsFromOptions(router.opts(), [ROUTER_HOST_SETTING]), backend: "kubernetes" }).host).toBe("0.0.0.0");
+  });
+
   it("read several upstreams from one --upstream flag", async () => {
     const { routerCommand } = await import("./main.js");
     const { settingsFromOptions } = await import("../common/config.js");

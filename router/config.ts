@@ -8,7 +8,8 @@ export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "
 
 export const RouterConfigSchema = Type.Object(
   {
-    host: Type.String({ default: "0.0.0.0" }),
+    // No schema default: routerConfig() picks loopback for the local backend, 0.0.0.0 otherwise.
+    host: Type.String({ minLength: 1 }),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 8000 }),
     backend: Type.Enum([...BACKEND_KINDS], { default: "local" }),
     logLevel: Type.Enum([...LOG_LEVELS], { default: "info" }),
@@ -55,9 +56,26 @@ export const RouterConfigSchema = Type.Object(
 
 export type RouterConfig = Static<typeof RouterConfigSchema>;
 
-/** Settings shared by `corral router` and `corral serve`. */
+/** `corral serve`: a laptop's server answers only this machine unless told otherwise. */
+export const SERVE_HOST_SETTING: SettingSpec = {
+  key: "host",
+  flag: "--host",
+  value: "<host>",
+  env: "CORRAL_HOST",
+  description: "address to listen on (0.0.0.0 answers other machines too: set API keys then)",
+  defaultText: "127.0.0.1",
+};
+
+/** `corral router`: in a pod, the Service and the probes reach it on the pod's address. */
+export const ROUTER_HOST_SETTING: SettingSpec = { key: "host", flag: "--host", value: "<host>", env: "CORRAL_HOST", description: "address to listen on", defaultText: "0.0.0.0" };
+
+/** The default listen address of a backend: loopback for the local one (`corral serve`). */
+export function defaultHost(backend: unknown): string {
+  return backend === undefined || backend === "local" ? "127.0.0.1" : "0.0.0.0";
+}
+
+/** Settings shared by `corral router` and `corral serve` (each adds its own --host first). */
 export const ROUTER_SETTINGS: readonly SettingSpec[] = [
-  { key: "host", flag: "--host", value: "<host>", env: "CORRAL_HOST", description: "address to listen on", defaultText: "0.0.0.0" },
   { key: "port", flag: "--port", value: "<port>", env: "CORRAL_PORT", description: "port to listen on (0 picks a free one)", defaultText: "8000" },
   { key: "logLevel", flag: "--log-level", value: "<level>", env: "LOG_LEVEL", description: "log level", defaultText: "info" },
   { key: "bodyLimitBytes", flag: "--body-limit-bytes", value: "<bytes>", env: "CORRAL_BODY_LIMIT_BYTES", description: "largest request body; beyond it: 413", defaultText: "1048576" },
@@ -114,7 +132,8 @@ function splitLists(input: Record<string, unknown>): Record<string, unknown> {
 
 /** Builds the router's configuration from flags/env values (strings) or typed test values. */
 export function routerConfig(input: Record<string, unknown>): RouterConfig {
-  const config = buildConfig(RouterConfigSchema, splitLists(input), [...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...KUBERNETES_SETTINGS, ...LOCAL_SETTINGS]);
+  const host = input.host === undefined || input.host === "" ? defaultHost(input.backend) : input.host;
+  const config = buildConfig(RouterConfigSchema, splitLists({ ...input, host }), [ROUTER_HOST_SETTING, ...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...KUBERNETES_SETTINGS, ...LOCAL_SETTINGS]);
   if (config.rateLimitPoints > 0 && refillSeconds(config) < 1) {
     throw new ConfigError(
       "invalid configuration: --rate-limit-burst (CORRAL_RATE_LIMIT_BURST) must be at least the requests allowed per second " +

@@ -1,16 +1,19 @@
 import { Command } from "commander";
 import { addSettings, settingsFromOptions } from "../common/config.js";
 import { runProcess } from "../common/process.js";
-import { KUBERNETES_SETTINGS, LOCAL_SETTINGS, ROUTER_SETTINGS, STATIC_SETTINGS, routerConfig } from "./config.js";
+import { KUBERNETES_SETTINGS, LOCAL_SETTINGS, ROUTER_HOST_SETTING, ROUTER_SETTINGS, SERVE_HOST_SETTING, STATIC_SETTINGS, routerConfig } from "./config.js";
+
+const CLUSTER_SETTINGS = [ROUTER_HOST_SETTING, ...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...KUBERNETES_SETTINGS];
+const SERVE_SETTINGS = [SERVE_HOST_SETTING, ...ROUTER_SETTINGS, ...LOCAL_SETTINGS];
 import { run } from "./run.js";
 
 /** `corral router`: the public API in front of runtimes that run elsewhere (Kubernetes, or --upstream). */
 export function routerCommand(): Command {
   const command = new Command("router").description("serve the public API, routing each request to the runtimes of its model");
-  addSettings(command, [...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...KUBERNETES_SETTINGS]);
+  addSettings(command, CLUSTER_SETTINGS);
   command.action(async (options: Record<string, unknown>) => {
     await runProcess(async () => {
-      const settings = settingsFromOptions(options, [...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...KUBERNETES_SETTINGS]);
+      const settings = settingsFromOptions(options, CLUSTER_SETTINGS);
       const config = routerConfig({ ...settings, backend: settings.backend ?? (settings.upstream ? "static" : "kubernetes") });
       return (await run(config)).close;
     });
@@ -21,10 +24,10 @@ export function routerCommand(): Command {
 /** `corral serve` (`npm start`): the router with the local backend, one runtime child per loaded model. */
 export function serveCommand(): Command {
   const command = new Command("serve").description("serve the public API on this machine, running models as local runtime processes");
-  addSettings(command, [...ROUTER_SETTINGS, ...LOCAL_SETTINGS]);
+  addSettings(command, SERVE_SETTINGS);
   command.action(async (options: Record<string, unknown>) => {
     await runProcess(async () => {
-      const config = routerConfig({ ...settingsFromOptions(options, [...ROUTER_SETTINGS, ...LOCAL_SETTINGS]), backend: "local" });
+      const config = routerConfig({ ...settingsFromOptions(options, SERVE_SETTINGS), backend: "local" });
       return (await run(config)).close;
     });
   });

@@ -117,6 +117,12 @@ function redactUrl(url: string): string {
   }
 }
 
+/** Whether an address only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return bare === "localhost" || bare === "::1" || /^127\.\d+\.\d+\.\d+$/.test(bare) || bare === "::ffff:127.0.0.1";
+}
+
 /** Wires the router: config -> backend, limiter, proxy, app -> listening. */
 export async function run(config: RouterConfig, options: RunOptions = {}): Promise<RouterHandle> {
   const logger = options.logger ?? createLogger({ name: "corral-router", level: config.logLevel });
@@ -156,6 +162,12 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
   const port = typeof address === "object" && address ? address.port : config.port;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  if (config.backend === "local" && !isLoopback(config.host) && !apiKeys.enabled) {
+    logger.warn(
+      { host: config.host },
+      `listening on ${config.host} without API keys: other machines can use this server; set --api-keys-file (CORRAL_API_KEYS_FILE) or --host 127.0.0.1`,
+    );
+  }
   logger.info(
     { url, backend: backend.kind, auth: apiKeys.enabled, rateLimit: limiter ? `${config.rateLimitPoints}/${config.rateLimitDuration}s burst ${config.rateLimitBurst} (${limiter.mode})` : "off" },
     "router listening",
