@@ -17,6 +17,7 @@ export class HttpError extends Error {
 export const badRequest = (detail: string) => new HttpError(400, detail);
 export const unauthorized = (detail: string) =>
   new HttpError(401, detail, { "www-authenticate": 'Bearer realm="corral"' });
+export const forbidden = (detail: string) => new HttpError(403, detail);
 export const notFound = (detail: string) => new HttpError(404, detail);
 export const payloadTooLarge = (detail: string) => new HttpError(413, detail);
 export const tooManyRequests = (detail: string, retryAfterSeconds: number, headers: Record<string, string> = {}) =>

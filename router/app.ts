@@ -16,10 +16,10 @@ import {
   OpenAiChatRequest,
   OpenAiCompletionRequest,
 } from "../common/api.js";
-import { badRequest, gatewayTimeout, HttpError, notFound, payloadTooLarge, serviceUnavailable, tooManyRequests, unauthorized } from "../common/errors.js";
+import { badRequest, forbidden, gatewayTimeout, HttpError, notFound, payloadTooLarge, serviceUnavailable, tooManyRequests, unauthorized } from "../common/errors.js";
 import type { ApiKeys } from "./auth.js";
 import { ModelStartError, type Backend, type Endpoint } from "./backends/types.js";
-import type { RouterConfig } from "./config.js";
+import { allowedHostNames, hostName, type RouterConfig } from "./config.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { UpstreamProxy } from "./proxy.js";
 import type { RateLimiter } from "./ratelimit.js";
@@ -95,6 +95,7 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
   const startedAt = new Date();
   const counts = { total: 0, rateLimited: 0, inFlight: 0, byStatus: new Map<string, number>() };
   const infoCache = new Map<string, { info: Record<string, unknown>; at: number }>();
+  const allowedHosts = allowedHostNames(config);
 
   await app.register(swagger, {
     openapi: {
@@ -131,6 +132,11 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
     const context = contextOf(request);
     counts.inFlight++;
     reply.raw.once("close", () => account(request, reply, context));
+    // A web page whose name an attacker re-points at 127.0.0.1 sends its own name as Host.
+    const host = request.headers.host;
+    if (allowedHosts && host !== undefined && !allowedHosts.has(hostName(host))) {
+      throw forbidden(`host ${hostName(host)} is not allowed: add it to --allowed-hosts (CORRAL_ALLOWED_HOSTS), or '*' to allow any`);
+    }
     if (lifecycle.closing) {
       reply.header("connection", "close");
       throw serviceUnavailable("the router is shutting down", RETRY_AFTER_SECONDS);

@@ -27,6 +27,8 @@ export const RouterConfigSchema = Type.Object(
     rateLimitBurst: Type.Integer({ minimum: 1, default: 10 }),
     redisUrl: Type.Optional(Type.String({ minLength: 1 })),
     trustedProxies: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+    // Host header check against DNS rebinding: on in local mode; off in a cluster unless set.
+    allowedHosts: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
 
     // API keys.
     apiKeysFile: Type.Optional(Type.String({ minLength: 1 })),
@@ -88,6 +90,14 @@ export const ROUTER_SETTINGS: readonly SettingSpec[] = [
   { key: "rateLimitBurst", flag: "--rate-limit-burst", value: "<n>", env: "CORRAL_RATE_LIMIT_BURST", description: "requests a client may make at once (token bucket capacity)", defaultText: "10" },
   { key: "redisUrl", flag: "--redis-url", value: "<url>", env: "REDIS_URL", description: "Redis for rate limits shared by router replicas", defaultText: "in memory" },
   { key: "trustedProxies", flag: "--trusted-proxies", value: "<list>", env: "CORRAL_TRUSTED_PROXIES", description: "comma-separated addresses/CIDRs whose X-Forwarded-For is trusted (also loopback, uniquelocal)", defaultText: "none" },
+  {
+    key: "allowedHosts",
+    flag: "--allowed-hosts",
+    value: "<list>",
+    env: "CORRAL_ALLOWED_HOSTS",
+    description: "comma-separated Host header names answered besides localhost, 127.0.0.1, [::1] and --host ('*': any); other hosts get 403 (DNS rebinding)",
+    defaultText: "none; corral router: any, unless set",
+  },
   { key: "apiKeysFile", flag: "--api-keys-file", value: "<path>", env: "CORRAL_API_KEYS_FILE", description: "file of API keys, one per line (# comments); turns auth on" },
   { key: "apiKeys", flag: "--api-keys", value: "<list>", env: "CORRAL_API_KEYS", description: "comma-separated API keys; turns auth on (prefer the env var or the file: flags show in ps)" },
 ];
@@ -117,7 +127,7 @@ export const LOCAL_SETTINGS: readonly SettingSpec[] = [
   { key: "runtimeLogLevel", flag: "--runtime-log-level", value: "<level>", env: "CORRAL_RUNTIME_LOG_LEVEL", description: "log level of the runtimes (their logs go to this process's stdout)", defaultText: "--log-level" },
 ];
 
-const LIST_KEYS = ["trustedProxies", "apiKeys", "upstream"] as const;
+const LIST_KEYS = ["trustedProxies", "apiKeys", "upstream", "allowedHosts"] as const;
 
 /** Comma-separated strings (flags and env vars) become lists; so do the items of arrays. */
 function splitLists(input: Record<string, unknown>): Record<string, unknown> {
@@ -147,6 +157,29 @@ export function routerConfig(input: Record<string, unknown>): RouterConfig {
 /** Seconds an empty token bucket takes to fill up again: burst / (points / duration). */
 export function refillSeconds(config: Pick<RouterConfig, "rateLimitPoints" | "rateLimitDuration" | "rateLimitBurst">): number {
   return (config.rateLimitBurst * config.rateLimitDuration) / config.rateLimitPoints;
+}
+
+/**
+ * The Host header names the router answers (lower case, without port), or null for any: always
+ * localhost, 127.0.0.1, [::1] and the listen host, plus --allowed-hosts. The check is on by default
+ * with the local backend only (an Ingress's host names vary); `*` turns it off.
+ */
+export function allowedHostNames(config: Pick<RouterConfig, "backend" | "host" | "allowedHosts">): Set<string> | null {
+  if (config.allowedHosts === undefined && config.backend !== "local") return null;
+  const extra = config.allowedHosts ?? [];
+  if (extra.includes("*")) return null;
+  const names = new Set(["localhost", "127.0.0.1", "[::1]"]);
+  if (config.host !== "0.0.0.0" && config.host !== "::") names.add(config.host.includes(":") && !config.host.startsWith("[") ? `[${config.host}]` : config.host);
+  for (const name of extra) names.add(hostName(name));
+  return new Set([...names].map((name) => name.toLowerCase()));
+}
+
+/** `Example.com:8000` -> `example.com`, `[::1]:8000` -> `[::1]`. */
+export function hostName(header: string): string {
+  const text = header.trim().toLowerCase();
+  if (text.startsWith("[")) return text.slice(0, text.indexOf("]") + 1) || text;
+  const colon = text.indexOf(":");
+  return (colon >= 0 && text.indexOf(":", colon + 1) < 0 ? text.slice(0, colon) : text).replace(/\.$/, "");
 }
 
 /** `microsoft/phi-2=http://10.0.0.7:8080` -> id and base URL. */
