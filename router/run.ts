@@ -138,6 +138,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
         })
       : undefined;
   const proxy = new UpstreamProxy(backend, metrics, config.readyWaitSeconds * 1000);
+  backend.trackInFlight?.((endpoint) => proxy.inFlightTo(endpoint));
   const lifecycle = { closing: false };
 
   const app = createHttpServer(

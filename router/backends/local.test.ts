@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { PACKAGE_ROOT } from "../../common/package-root.js";
 import type { Catalog } from "../catalog.js";
 import { errorOf, LocalBackend, type LocalBackendOptions } from "./local.js";
-import { ModelStartError } from "./types.js";
+import { ModelsBusyError, ModelStartError } from "./types.js";
 
 const FAKE_CLI = path.join(PACKAGE_ROOT, "test/router/fixtures/fake-runtime-cli.mjs");
 
@@ -213,6 +213,27 @@ describe("LocalBackend", () => {
     await backend.load("org/b", AbortSignal.timeout(10_000));
     expect(backend.status("a").state).toBe("not_loaded");
     expect(backend.status("org/b").state).toBe("ready");
+  });
+
+  it("stops only idle runtimes to make room; when every loaded model is busy, a new one is refused at once", async () => {
+    const backend = makeBackend({ maxModels: 1 });
+    let busy = 1;
+    backend.trackInFlight((endpoint) => (endpoint.id.startsWith("a#") ? busy : 0));
+    await backend.start();
+    await backend.load("a", AbortSignal.timeout(10_000));
+    const [pid] = pidsOf("a");
+    const error = await backend.ensureReady("org/b", AbortSignal.timeout(10_000)).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelsBusyError);
+    expect((error as Error).message).toBe("model org/b cannot start now: all loaded models are busy and --max-models 1 is reached; try again shortly");
+    await expect(backend.load("org/b", AbortSignal.timeout(10_000))).rejects.toBeInstanceOf(ModelsBusyError);
+    expect(backend.status("org/b").state).toBe("not_loaded");
+    expect(pidsOf("org/b")).toEqual([]);
+    expect(backend.status("a").state).toBe("ready");
+    expect(alive(pid!)).toBe(true);
+    busy = 0;
+    await backend.ensureReady("org/b", AbortSignal.timeout(10_000));
+    expect(backend.status("a").state).toBe("not_loaded");
+    expect(backend.current()).toBe("a");
   });
 
   it("stops every runtime on close", async () => {

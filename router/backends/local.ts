@@ -3,7 +3,7 @@ import net from "node:net";
 import { createInterface } from "node:readline";
 import type { Logger } from "../../common/logger.js";
 import { catalogEntry, type Catalog, type CatalogModel } from "../catalog.js";
-import { ModelStartError, type Backend, type CatalogEntry, type Endpoint, type ModelProgress, type ModelState, type ModelStatus } from "./types.js";
+import { ModelsBusyError, ModelStartError, type Backend, type CatalogEntry, type Endpoint, type ModelProgress, type ModelState, type ModelStatus } from "./types.js";
 import { withRuntimeProcessEnv } from "../../common/runtime-env.js";
 
 /**
@@ -141,6 +141,11 @@ class LocalModel {
     return this.child?.pid;
   }
 
+  /** Requests wait for it, or the router has requests in flight to its runtime. */
+  busy(inFlight: (endpoint: Endpoint) => number): boolean {
+    return this.waiters.size > 0 || (this.endpoint !== undefined && inFlight(this.endpoint) > 0);
+  }
+
   status(): ModelStatus {
     return { model_id: this.spec.id, state: this.state, progress: this.progress, message: this.message, endpoints: this.ready };
   }
@@ -254,6 +259,12 @@ class LocalModel {
       this.endpoint = endpoint;
       this.scheduleProbe(this.timing.startingProbeMs);
     } catch (error) {
+      if (error instanceof ModelsBusyError) {
+        // No room after all (models got busy meanwhile): not started, not failed.
+        this.state = "not_loaded";
+        this.rejectWaiters(error);
+        return;
+      }
       this.lastError = (error as Error).message;
       this.state = "failed";
       this.message = this.failureDetail();
@@ -466,8 +477,7 @@ export class LocalBackend implements Backend {
   private readonly models = new Map<string, LocalModel>();
   private readonly entries: CatalogEntry[];
   private currentId: string | null = null;
-  /** The model a `load` is switching to (it may take the current model's room), else null. */
-  private switchingTo: LocalModel | null = null;
+  private inFlight: (endpoint: Endpoint) => number = () => 0;
   /** Loads run one at a time: each waits for the previous one to finish. */
   private switchQueue: Promise<void> = Promise.resolve();
   private closed = false;
@@ -528,8 +538,19 @@ export class LocalBackend implements Backend {
   ensureReady(modelId: string, signal: AbortSignal): Promise<void> {
     const model = this.model(modelId);
     model.lastUsed = Date.now();
-    if (model.state !== "failed") model.ensureStarted();
+    if (model.state !== "failed") {
+      try {
+        this.checkRoom(model);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      model.ensureStarted();
+    }
     return model.waitReady(signal);
+  }
+
+  trackInFlight(inFlight: (endpoint: Endpoint) => number): void {
+    this.inFlight = inFlight;
   }
 
   /**
@@ -553,22 +574,10 @@ export class LocalBackend implements Backend {
   private async switchTo(model: LocalModel, signal: AbortSignal): Promise<void> {
     if (this.closed) throw new ModelStartError(model.spec.id, "the router is stopping");
     model.lastUsed = Date.now();
-    const previous = this.currentId === null ? undefined : this.models.get(this.currentId);
-    if (previous === model && model.state === "ready") return;
-    const previousRan = previous?.running ?? false;
-    this.switchingTo = model;
-    try {
-      model.ensureStarted();
-      await model.waitReady(signal);
-    } catch (error) {
-      if (error instanceof ModelStartError && previous && previous !== model && previousRan && !previous.running && !this.closed) {
-        this.options.logger.warn({ model: previous.spec.id, failed: model.spec.id }, "the load failed; restarting the current model it made room for");
-        previous.ensureStarted();
-      }
-      throw error;
-    } finally {
-      this.switchingTo = null;
-    }
+    if (this.currentId === model.spec.id && model.state === "ready") return;
+    this.checkRoom(model);
+    model.ensureStarted();
+    await model.waitReady(signal);
     this.currentId = model.spec.id;
   }
 
@@ -594,20 +603,48 @@ export class LocalBackend implements Backend {
   }
 
   /**
-   * Keeps at most maxModels runtimes: stops the least recently used ones that are not current.
-   * The current model makes room only for a load that switches to another model (which, when it
-   * fails, starts the current one again).
+   * The runtimes to stop so that `starting` fits in --max-models: idle ones only (no request in
+   * flight or waiting), the least recently used first, the current model last. Throws
+   * ModelsBusyError when there are not enough idle ones.
    */
-  private async makeRoom(starting: LocalModel): Promise<void> {
+  private victims(starting: LocalModel): LocalModel[] {
     const others = [...this.models.values()].filter((model) => model !== starting && model.running);
     const excess = others.length + 1 - this.options.maxModels;
-    if (excess <= 0) return;
+    if (excess <= 0) return [];
     const isCurrent = (model: LocalModel) => model.spec.id === this.currentId;
-    const victims = others
-      .filter((model) => !isCurrent(model) || this.switchingTo === starting)
-      .sort((a, b) => Number(isCurrent(a)) - Number(isCurrent(b)) || a.lastUsed - b.lastUsed)
-      .slice(0, excess);
+    const idle = others
+      .filter((model) => !model.busy(this.inFlight))
+      .sort((a, b) => Number(isCurrent(a)) - Number(isCurrent(b)) || a.lastUsed - b.lastUsed);
+    if (idle.length < excess) {
+      throw new ModelsBusyError(
+        starting.spec.id,
+        `model ${starting.spec.id} cannot start now: all loaded models are busy and --max-models ${this.options.maxModels} is reached; try again shortly`,
+      );
+    }
+    return idle.slice(0, excess);
+  }
+
+  /** Fails fast (ModelsBusyError) when a model that does not run could not get a runtime's room now. */
+  private checkRoom(model: LocalModel): void {
+    if (!model.running) this.victims(model);
+  }
+
+  /**
+   * Stops idle runtimes so that `starting` fits in --max-models. When the current model had to
+   * make room and `starting` then cannot start, the current model is started again.
+   */
+  private async makeRoom(starting: LocalModel): Promise<void> {
+    const victims = this.victims(starting);
+    if (victims.length === 0) return;
+    const current = victims.find((model) => model.spec.id === this.currentId);
     await Promise.all(victims.map((model) => model.stop(`stopped to make room for ${starting.spec.id} (--max-models ${this.options.maxModels})`)));
+    if (current) {
+      starting.waitReady(new AbortController().signal).catch((error: unknown) => {
+        if (!(error instanceof ModelStartError) || starting.state !== "failed" || this.closed || current.running || this.currentId !== current.spec.id) return;
+        this.options.logger.warn({ model: current.spec.id, failed: starting.spec.id }, "the model that took the current model's room could not start; starting the current model again");
+        current.ensureStarted();
+      });
+    }
   }
 }
 

@@ -64,6 +64,18 @@ export class ModelStartError extends Error {
   }
 }
 
+/**
+ * Thrown by `ensureReady`/`load` when starting a model needs a runtime's room (--max-models) and
+ * every loaded model has requests in flight: nothing is stopped; the router answers 503 with
+ * `Retry-After`.
+ */
+export class ModelsBusyError extends ModelStartError {
+  constructor(modelId: string, message: string) {
+    super(modelId, message);
+    this.name = "ModelsBusyError";
+  }
+}
+
 export interface Backend {
   /** `local`, `static`, `kubernetes`: shown in /system/info and /health. */
   readonly kind: string;
@@ -96,4 +108,9 @@ export interface Backend {
   unload(modelId: string): Promise<void>;
   /** The proxy saw this endpoint fail before answering (refused, reset): a hint to re-check it now. */
   reportFailure(modelId: string, endpoint: Endpoint, error: Error): void;
+  /**
+   * Given once by the router: how many requests it has in flight to an endpoint. A backend that
+   * stops runtimes to make room (local) stops only idle ones.
+   */
+  trackInFlight?(inFlight: (endpoint: Endpoint) => number): void;
 }

@@ -5,15 +5,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalBackend } from "../../router/backends/local.js";
 import { routerConfig, type RouterConfig } from "../../router/config.js";
 import { run, type RouterHandle } from "../../router/run.js";
-import { postJson, waitFor } from "../helpers/runtime.js";
-import { REPO_ROOT } from "../helpers/test-models.js";
+import { postJson, readSse, streamedText, waitFor } from "../helpers/runtime.js";
+import { ensureTestModel, REPO_ROOT } from "../helpers/test-models.js";
 
 // Model switching under `corral serve` with real runtime children: a catalog with the
 // deterministic successor model and models whose files are not GGUF at all.
 let dir: string;
 const routers: RouterHandle[] = [];
 
-beforeAll(() => {
+beforeAll(async () => {
+  const slowModel = await ensureTestModel("bench", "q8_0");
   dir = mkdtempSync(path.join(os.tmpdir(), "corral-serve-models-"));
   for (const name of ["broken-1", "broken-2", "broken-3"]) writeFileSync(path.join(dir, `${name}.gguf`), "this is not a GGUF file\n".repeat(64));
   writeFileSync(
@@ -25,11 +26,14 @@ beforeAll(() => {
       "    source: builtin:successor",
       "  - id: other",
       "    source: builtin:successor",
+      "  - id: slow",
+      `    source: ${JSON.stringify(slowModel)}`,
+      "    context_size: 512",
       ...["broken-1", "broken-2", "broken-3"].flatMap((name) => [`  - id: ${name}`, `    source: ${JSON.stringify(path.join(dir, `${name}.gguf`))}`]),
       "",
     ].join("\n"),
   );
-});
+}, 300_000);
 
 afterAll(async () => {
   await Promise.all(routers.splice(0).map((router) => router.close()));
@@ -118,5 +122,47 @@ describe("concurrent /models/load", () => {
     // The default model still answers at once.
     const answer = await postJson(`${router.url}/generate`, { prompt: "Hello wor" });
     expect(answer.status).toBe(200);
+  }, 180_000);
+});
+
+describe("--max-models reached", () => {
+  it("a request for another model never cuts a stream: 503 with Retry-After while every loaded model is busy, served once one is idle", async () => {
+    const router = await serve({ maxModels: 1 });
+    const backend = router.backend as LocalBackend;
+    expect((await postJson(`${router.url}/models/load`, { model_id: "slow" })).status).toBe(200);
+    const pid = backend.runtimePid("slow");
+
+    const response = await postJson(`${router.url}/generate`, { prompt: "a long story", model_id: "slow", max_length: 400, stream: true });
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    const decoder = new TextDecoder();
+    let raw = "";
+    let finished = false;
+    const first = await reader.read();
+    raw += decoder.decode(first.value, { stream: true });
+    const rest = (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        raw += decoder.decode(value, { stream: true });
+      }
+      finished = true;
+    })();
+
+    const refused = await postJson(`${router.url}/generate`, { prompt: "Hello wor", model_id: "tiny" });
+    expect(finished).toBe(false);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("5");
+    expect(((await refused.json()) as { detail: string }).detail).toBe(
+      "model tiny cannot start now: all loaded models are busy and --max-models 1 is reached; try again shortly",
+    );
+    expect(backend.runtimePid("slow")).toBe(pid);
+
+    await rest;
+    expect(raw).not.toContain("event: error");
+    expect(raw.endsWith("data: [DONE]\n\n")).toBe(true);
+    const { events } = await readSse(await postJson(`${router.url}/generate`, { prompt: "Hello wor", model_id: "tiny", stream: true }));
+    expect(streamedText(events)).toBe("stuvwxyz");
+    expect(backend.status("slow").state).toBe("not_loaded");
   }, 180_000);
 });
