@@ -1,6 +1,8 @@
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions } from "fastify";
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyServerOptions } from "fastify";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import { randomUUID } from "node:crypto";
+import http from "node:http";
+import type { Duplex } from "node:stream";
 import type { Logger } from "./logger.js";
 import { HttpError } from "./errors.js";
 
@@ -54,15 +56,80 @@ export function createHttpServer(settings: HttpServerSettings, extra: Partial<Fa
     genReqId: () => randomUUID(),
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false } },
     schemaErrorFormatter: (errors) => new Error(describeValidationErrors(errors as AjvError[])),
+    // Requests node's parser rejects, and URLs fastify cannot decode, answer {"detail"} too.
+    clientErrorHandler: answerClientError,
+    frameworkErrors: (error, _request, reply: FastifyReply) => {
+      const status = error.statusCode ?? 400;
+      void reply.code(status).send({ detail: status < 500 ? error.message : "internal server error" });
+    },
     ...extra,
   }).withTypeProvider<TypeBoxTypeProvider>();
   installErrorHandler(app);
   return app;
 }
 
+/** The status and detail of a request node's HTTP parser (or its timers) refused. */
+export function clientErrorAnswer(error: Error & { code?: string; reason?: string; rawPacket?: Buffer }): { status: number; detail: string } {
+  const reason = (error.reason ?? error.message).replace(/^Parse Error: /, "");
+  switch (error.code) {
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return { status: 408, detail: "the request took too long to arrive" };
+    case "HPE_HEADER_OVERFLOW":
+      return { status: 431, detail: `request headers are too large (at most ${http.maxHeaderSize} bytes)` };
+    case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
+      return { status: 413, detail: "chunk extensions are too large" };
+    case "HPE_INVALID_METHOD": {
+      // A method-shaped first word is a method this server does not know; anything else is garbage.
+      const method = /^([A-Za-z0-9!#$%&'*+.^_`|~-]{1,32}) /.exec(error.rawPacket?.toString("latin1") ?? "")?.[1];
+      if (method) return { status: 501, detail: `method ${JSON.stringify(method)} is not implemented` };
+      return { status: 400, detail: `malformed HTTP request: ${reason}` };
+    }
+    case "HPE_INVALID_CONTENT_LENGTH":
+    case "HPE_UNEXPECTED_CONTENT_LENGTH":
+      return { status: 400, detail: `invalid Content-Length: ${reason}` };
+    case "HPE_INVALID_CHUNK_SIZE":
+      return { status: 400, detail: `invalid chunk size in a chunked body: ${reason}` };
+    default:
+      return { status: 400, detail: `malformed HTTP request: ${reason}` };
+  }
+}
+
+/** fastify's clientErrorHandler: the answer is written on the socket, which is then closed. */
+function answerClientError(this: FastifyInstance, error: Error & { code?: string }, socket: Duplex): void {
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  const { status, detail } = clientErrorAnswer(error);
+  this.log.debug({ err: error, status }, "malformed request refused");
+  if (socket.writable) {
+    const body = JSON.stringify({ detail });
+    socket.write(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
 export function installErrorHandler(app: FastifyInstance<any, any, any, any, any>): void {
+  // Every route's path pattern and methods, so that a wrong method is a 405 with Allow, not a 404.
+  const routes: { pattern: RegExp; methods: Set<string> }[] = [];
+  app.addHook("onRoute", (route) => {
+    const source = route.url
+      .split("/")
+      .map((part) => (part === "*" ? ".*" : part.startsWith(":") ? "[^/]+" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+      .join("/");
+    const methods = (Array.isArray(route.method) ? route.method : [route.method]).map(String);
+    const existing = routes.find((known) => known.pattern.source === `^${source}$`);
+    if (existing) for (const method of methods) existing.methods.add(method);
+    else routes.push({ pattern: new RegExp(`^${source}$`), methods: new Set(methods) });
+  });
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ detail: `no route for ${request.method} ${request.url.split("?")[0]}` });
+    const path = request.url.split("?")[0]!;
+    const allowed = new Set(routes.filter((route) => route.pattern.test(path)).flatMap((route) => [...route.methods]));
+    if (allowed.size > 0 && !allowed.has(request.method)) {
+      const allow = [...allowed].sort().join(", ");
+      reply.code(405).header("allow", allow).send({ detail: `method ${request.method} is not allowed on ${path}; allowed: ${allow}` });
+      return;
+    }
+    reply.code(404).send({ detail: `no route for ${request.method} ${path}` });
   });
   app.setErrorHandler((error: FastifyError | HttpError | Error, request, reply) => {
     if (error instanceof HttpError) {
