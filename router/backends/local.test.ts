@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { pino } from "pino";
@@ -234,6 +234,25 @@ describe("LocalBackend", () => {
     await backend.ensureReady("org/b", AbortSignal.timeout(10_000));
     expect(backend.status("a").state).toBe("not_loaded");
     expect(backend.current()).toBe("a");
+  });
+
+  it("gives runtime children the router's environment without its secrets", async () => {
+    const secrets = { CORRAL_API_KEYS: "sk-router-secret", CORRAL_API_KEYS_FILE: "/etc/corral/keys", REDIS_URL: "redis://:hunter2@redis:6379", KUBECONFIG: "/root/.kube/config" };
+    Object.assign(process.env, secrets);
+    try {
+      const backend = makeBackend();
+      await backend.start();
+      await backend.ensureReady("a", AbortSignal.timeout(10_000));
+      const environ = readFileSync(`/proc/${backend.runtimePid("a")}/environ`, "utf8");
+      const names = environ.split("\0").map((entry) => entry.slice(0, entry.indexOf("=")));
+      for (const name of Object.keys(secrets)) expect(names).not.toContain(name);
+      for (const value of Object.values(secrets)) expect(environ).not.toContain(value);
+      expect(environ.split("\0")).toEqual(expect.arrayContaining([`FAKE_PID_DIR=${pidDir}`, "UV_THREADPOOL_SIZE=1"]));
+      // The router's own environment is unchanged.
+      expect(process.env.CORRAL_API_KEYS).toBe("sk-router-secret");
+    } finally {
+      for (const name of Object.keys(secrets)) delete process.env[name];
+    }
   });
 
   it("stops every runtime on close", async () => {

@@ -23,6 +23,20 @@ const PARENT_WATCH = [
 ].join("");
 export const PARENT_WATCH_IMPORT = `data:text/javascript,${encodeURI(PARENT_WATCH)}`;
 
+/**
+ * The router's own secrets, which a runtime child must not see (it has no use for them, and a
+ * runtime's environment is easier to read than the router's: /proc, crash reports, tools it runs):
+ * the API keys, the Redis URL (it may carry a password) and the Kubernetes credentials.
+ */
+export const ROUTER_ONLY_ENV: readonly string[] = ["CORRAL_API_KEYS", "CORRAL_API_KEYS_FILE", "REDIS_URL", "KUBECONFIG"];
+
+/** A runtime child's environment: the router's, without ROUTER_ONLY_ENV, with RUNTIME_PROCESS_ENV and the parent watch. */
+export function runtimeChildEnv(env: NodeJS.ProcessEnv, parentPid: number): NodeJS.ProcessEnv {
+  const childEnv: NodeJS.ProcessEnv = { ...withRuntimeProcessEnv(env), CORRAL_PARENT_WATCH: String(parentPid) };
+  for (const name of ROUTER_ONLY_ENV) delete childEnv[name];
+  return childEnv;
+}
+
 export interface RuntimeFlags {
   threads?: number;
   parallel?: number;
@@ -238,7 +252,7 @@ class LocalModel {
       if (this.stopRequested) return;
       this.generation++;
       const args = ["--import", PARENT_WATCH_IMPORT, this.options.runtimeEntry, "runtime", ...this.runtimeArgs(port)];
-      const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...withRuntimeProcessEnv(process.env), CORRAL_PARENT_WATCH: String(process.pid) } });
+      const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"], env: runtimeChildEnv(process.env, process.pid) });
       this.child = child;
       this.lastError = null;
       this.failedProbes = 0;
