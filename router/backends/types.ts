@@ -20,7 +20,8 @@ export interface Endpoint {
  * - `not_loaded`: nothing runs. `starting`: a runtime was started and is not answering yet.
  * - `downloading`/`loading`: the runtime is fetching or loading the weights (`progress` tells how far).
  * - `ready`: at least one endpoint accepts requests. `restarting`: a runtime died and comes back after a backoff.
- * - `failed`: it could not start (`message` says why); the next load or request tries again.
+ * - `failed`: it could not start (`message` says why); requests fail at once with that reason until a
+ *   load tries again (the local backend; a backend that cannot tell may try again on a request).
  * - `stopping`: being unloaded.
  */
 export const MODEL_STATES = ["not_loaded", "starting", "downloading", "loading", "ready", "restarting", "failed", "stopping"] as const;
@@ -102,7 +103,10 @@ export interface Backend {
    * aborts first (starting goes on in the background).
    */
   ensureReady(modelId: string, signal: AbortSignal): Promise<void>;
-  /** Makes a model the current one at once, then like `ensureReady`. */
+  /**
+   * Starts a model (again, when it is `failed`) and makes it the current one once it is ready.
+   * The local backend runs loads one at a time, and one that fails leaves the current model as it was.
+   */
   load(modelId: string, signal: AbortSignal): Promise<void>;
   /** Makes a model not ready (stops its runtimes); when it was the current one there is no current model. */
   unload(modelId: string): Promise<void>;
