@@ -16,6 +16,9 @@ export const SEED_DEFAULTS = {
 } as const;
 
 export const MAX_LENGTH_LIMIT = 16384;
+/** Upper bounds of the sampling knobs (OpenAI's for temperature); beyond them output is noise. */
+export const MAX_TEMPERATURE = 2;
+export const MAX_REPETITION_PENALTY = 2;
 
 export type SamplingDefaults = { -readonly [K in keyof typeof SEED_DEFAULTS]: (typeof SEED_DEFAULTS)[K] extends boolean ? boolean : number };
 
@@ -30,10 +33,12 @@ export const SamplingFields = {
       description: "Maximum number of tokens to generate (default 8192, at most 16384; clamped to what the context leaves).",
     }),
   ),
-  temperature: Type.Optional(Type.Number({ minimum: 0, description: "Randomness; 0 is greedy (default 0.7)." })),
+  temperature: Type.Optional(Type.Number({ minimum: 0, maximum: MAX_TEMPERATURE, description: "Randomness, in [0, 2]; 0 is greedy (default 0.7)." })),
   top_p: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: "Nucleus sampling mass, in (0, 1] (default 0.9)." })),
   top_k: Type.Optional(Type.Integer({ minimum: 0, description: "Sample from the K most likely tokens; 0 disables (default 80)." })),
-  repetition_penalty: Type.Optional(Type.Number({ exclusiveMinimum: 0, description: "Penalty for repeated tokens, > 0 (default 1.15)." })),
+  repetition_penalty: Type.Optional(
+    Type.Number({ exclusiveMinimum: 0, maximum: MAX_REPETITION_PENALTY, description: "Penalty for repeated tokens, in (0, 2]; 1 is none (default 1.15)." }),
+  ),
   do_sample: Type.Optional(Type.Boolean({ description: "false means greedy decoding (default true)." })),
 };
 
@@ -109,10 +114,10 @@ const Stop = Type.Optional(
 const OpenAiSampling = {
   model: Type.Optional(Type.String({ description: "Model id; the current model when absent." })),
   max_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: MAX_LENGTH_LIMIT }), Type.Null()])),
-  temperature: Type.Optional(Type.Union([Type.Number({ minimum: 0, maximum: 2 }), Type.Null()])),
+  temperature: Type.Optional(Type.Union([Type.Number({ minimum: 0, maximum: MAX_TEMPERATURE }), Type.Null()])),
   top_p: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 1 }), Type.Null()])),
   top_k: Type.Optional(Type.Integer({ minimum: 0 })),
-  repetition_penalty: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+  repetition_penalty: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_REPETITION_PENALTY })),
   presence_penalty: Type.Optional(Type.Union([Type.Number({ minimum: -2, maximum: 2 }), Type.Null()])),
   frequency_penalty: Type.Optional(Type.Union([Type.Number({ minimum: -2, maximum: 2 }), Type.Null()])),
   seed: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),

@@ -162,6 +162,8 @@ describe.skipIf(NO_CLUSTER)("kube-apiserver with the Model CRD", () => {
     ["parallel 0", { source: "hf:a/b/c.gguf", parallel: 0 }, "spec.parallel: Invalid value: 0"],
     ["65 GPUs", { source: "hf:a/b/c.gguf", resources: { gpu: 65 } }, "spec.resources.gpu: Invalid value: 65"],
     ["a negative temperature", { source: "hf:a/b/c.gguf", defaults: { temperature: -1 } }, "spec.defaults.temperature: Invalid value: -1"],
+    ["a temperature above 2", { source: "hf:a/b/c.gguf", defaults: { temperature: 3 } }, "spec.defaults.temperature: Invalid value: 3"],
+    ["a repetitionPenalty above 2", { source: "hf:a/b/c.gguf", defaults: { repetitionPenalty: 5 } }, "spec.defaults.repetitionPenalty: Invalid value: 5"],
     ["max_length above 16384", { source: "hf:a/b/c.gguf", defaults: { maxLength: 20000 } }, "spec.defaults.maxLength: Invalid value: 20000"],
     ["an env var with value and valueFrom", { source: "hf:a/b/c.gguf", env: [{ name: "A", value: "x", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } }] }, "set either value or valueFrom, not both"],
     ["valueFrom with two sources", { source: "hf:a/b/c.gguf", env: [{ name: "A", valueFrom: { fieldRef: { fieldPath: "metadata.name" }, secretKeyRef: { name: "s", key: "k" } } }] }, "valueFrom needs exactly one of secretKeyRef, configMapKeyRef, fieldRef"],

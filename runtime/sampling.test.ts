@@ -37,3 +37,17 @@ describe("parseDefaults", () => {
     expect(() => parseDefaults(json)).toThrow(message);
   });
 });
+
+describe("sampling bounds", () => {
+  it("accept the seed's defaults and refuse a temperature or repetition_penalty above 2, in requests and in --defaults", async () => {
+    const Value = (await import("typebox/value")).default;
+    const { ChatRequest, GenerateRequest, OpenAiCompletionRequest } = await import("../common/api.js");
+    expect(Value.Check(GenerateRequest, { prompt: "x", ...SEED_DEFAULTS })).toBe(true);
+    expect(Value.Check(ChatRequest, { messages: [{ role: "user", content: "x" }], temperature: 2, repetition_penalty: 2 })).toBe(true);
+    expect(Value.Check(GenerateRequest, { prompt: "x", temperature: 1e308 })).toBe(false);
+    expect(Value.Check(GenerateRequest, { prompt: "x", repetition_penalty: 2.5 })).toBe(false);
+    expect(Value.Check(OpenAiCompletionRequest, { prompt: "x", repetition_penalty: 1e308 })).toBe(false);
+    expect(() => parseDefaults('{"temperature":3}')).toThrow(/--defaults \(CORRAL_DEFAULTS\): temperature: /);
+    expect(() => parseDefaults('{"repetition_penalty":1e308}')).toThrow(/--defaults \(CORRAL_DEFAULTS\): repetition_penalty: /);
+  });
+});
