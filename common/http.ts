@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import http from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "./logger.js";
-import { HttpError } from "./errors.js";
+import { badRequest, HttpError } from "./errors.js";
 
 export interface HttpServerSettings {
   logger: Logger;
@@ -40,6 +40,39 @@ export function describeValidationErrors(errors: readonly AjvError[]): string {
   return `${path || "body"}: ${first.message ?? "is invalid"}`;
 }
 
+/** Keys that would set an object's prototype if a body were ever merged into an object. */
+const POISON_KEYS = new Set(["__proto__"]);
+
+/**
+ * Parses a JSON request body; a body with a `__proto__` key is refused with a 400 that says so
+ * (rather than fastify's "not valid JSON"), and invalid JSON names the parser's complaint.
+ */
+export function parseJsonBody(raw: string | Buffer): unknown {
+  const text = typeof raw === "string" ? raw : raw.toString("utf8");
+  if (text.trim() === "") throw badRequest("request body is empty; send a JSON object");
+  // Only bodies that could hold the key (maybe escaped) pay for the reviver.
+  const suspicious = text.includes("proto") || text.includes("\\u");
+  try {
+    return suspicious
+      ? JSON.parse(text, (key, value: unknown) => {
+          if (POISON_KEYS.has(key)) throw new PoisonedKey(key);
+          return value;
+        })
+      : JSON.parse(text);
+  } catch (error) {
+    if (error instanceof PoisonedKey) {
+      throw badRequest(`request body: the key ${JSON.stringify(error.key)} is not allowed (it could change an object's prototype); rename or remove it`);
+    }
+    throw badRequest(`request body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+class PoisonedKey extends Error {
+  constructor(readonly key: string) {
+    super(`forbidden key ${key}`);
+  }
+}
+
 /**
  * A fastify instance with Corral's conventions: the shared logger, request ids from
  * `x-request-id`, strict JSON validation (no type coercion: a string temperature is a 400), and
@@ -64,6 +97,14 @@ export function createHttpServer(settings: HttpServerSettings, extra: Partial<Fa
     },
     ...extra,
   }).withTypeProvider<TypeBoxTypeProvider>();
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
+    try {
+      done(null, parseJsonBody(body as string));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
+  });
   installErrorHandler(app);
   return app;
 }

@@ -222,6 +222,9 @@ describe("bad input", () => {
     ["OpenAI messages missing", "/v1/chat/completions", { model: "tiny" }, 400, /^messages: field required/],
     ["a load without model_id", "/models/load", {}, 400, /^model_id: field required/],
     ["an unload with a numeric model_id", "/models/unload", { model_id: 3 }, 400, /model_id/],
+    ["a __proto__ key", "/generate", '{"prompt":"x","__proto__":{"admin":true}}', 400, /^request body: the key "__proto__" is not allowed/],
+    ["an escaped __proto__ key", "/chat", '{"messages":[{"role":"user","content":"x","\\u005f_proto__":{}}]}', 400, /^request body: the key "__proto__" is not allowed/],
+    ["invalid JSON mentioning proto", "/generate", '{"prompt":"proto",', 400, /^request body is not valid JSON: /],
   ];
 
   it.each(cases)("rejects %s before proxying", async (_name, path, body, status, detail) => {
@@ -230,6 +233,11 @@ describe("bad input", () => {
     const json = (await jsonOf(response)) as { detail: string };
     expect(json.detail).toMatch(detail);
     expect(fake.seen.filter((request) => request.method === "POST")).toHaveLength(0);
+  });
+
+  it("accepts __proto__ and proto as text, not as a key", async () => {
+    const response = await post(`${router.url}/generate`, { prompt: "__proto__ and \u0070roto", model_id: null });
+    expect(response.status).toBe(200);
   });
 
   it("never answers 5xx to odd bodies on any route", async () => {

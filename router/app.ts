@@ -17,6 +17,7 @@ import {
   OpenAiCompletionRequest,
 } from "../common/api.js";
 import { badRequest, forbidden, gatewayTimeout, HttpError, notFound, payloadTooLarge, serviceUnavailable, tooManyRequests, unauthorized } from "../common/errors.js";
+import { parseJsonBody } from "../common/http.js";
 import type { ApiKeys } from "./auth.js";
 import { ModelStartError, type Backend, type Endpoint } from "./backends/types.js";
 import { allowedHostNames, hostName, type RouterConfig } from "./config.js";
@@ -114,7 +115,6 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
   await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });
 
   // Keep the body's bytes: validated here, forwarded to the runtime exactly as sent.
-  const parseJson = app.getDefaultJsonParser("error", "ignore");
   app.removeContentTypeParser("application/json");
   // Only JSON is accepted: anything else is a 415 rather than a string that fails validation.
   app.removeContentTypeParser("text/plain");
@@ -125,7 +125,11 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
       done(null, undefined);
       return;
     }
-    parseJson(request, raw as unknown as string, done);
+    try {
+      done(null, parseJsonBody(raw));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
   });
 
   app.addHook("onRequest", async (request, reply) => {

@@ -88,3 +88,22 @@ describe("a wrong method on a known path", () => {
     expect(await unknownPath.json()).toEqual({ detail: "no route for PUT /nope" });
   });
 });
+
+describe("JSON bodies of every Corral server (createHttpServer: runtime, operator)", () => {
+  it("refuse a __proto__ key with a 400 that says so, and name the parser's complaint for invalid JSON", async () => {
+    const { createHttpServer } = await import("../common/http.js");
+    const { pino } = await import("pino");
+    const app = createHttpServer({ logger: pino({ level: "silent" }), bodyLimitBytes: 65_536 });
+    app.post("/echo", async (request) => request.body);
+    const send = (payload: string) => app.inject({ method: "POST", url: "/echo", headers: { "content-type": "application/json" }, payload });
+    const poisoned = await send('{"a":{"__proto__":{"x":1}}}');
+    expect(poisoned.statusCode).toBe(400);
+    expect(poisoned.json()).toEqual({ detail: 'request body: the key "__proto__" is not allowed (it could change an object\'s prototype); rename or remove it' });
+    const invalid = await send("{bad");
+    expect(invalid.statusCode).toBe(400);
+    expect(invalid.json().detail).toMatch(/^request body is not valid JSON: /);
+    expect((await send("")).json()).toEqual({ detail: "request body is empty; send a JSON object" });
+    expect((await send('{"text":"__proto__"}')).json()).toEqual({ text: "__proto__" });
+    await app.close();
+  });
+});
