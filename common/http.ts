@@ -11,6 +11,10 @@ export interface HttpServerSettings {
   bodyLimitBytes: number;
   /** Seconds a keep-alive connection may idle. */
   keepAliveSeconds?: number;
+  /** Seconds a client has to send a whole request, headers and body (0: no bound); beyond it: 408. */
+  requestTimeoutSeconds?: number;
+  /** Open connections allowed from one client address (0 or absent: no bound); beyond it: 429 and closed. */
+  maxConnectionsPerClient?: number;
 }
 
 interface AjvError {
@@ -79,8 +83,12 @@ class PoisonedKey extends Error {
  * one error handler that answers `{"detail": ...}` for every failure.
  */
 export function createHttpServer(settings: HttpServerSettings, extra: Partial<FastifyServerOptions> = {}) {
+  const requestTimeoutMs = Math.round((settings.requestTimeoutSeconds ?? 0) * 1000);
   const app = Fastify({
     loggerInstance: settings.logger,
+    // Slow clients (a trickled body) give up their connection: node answers through clientErrorHandler.
+    requestTimeout: requestTimeoutMs,
+    http: requestTimeoutMs > 0 ? { requestTimeout: requestTimeoutMs, headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.round(requestTimeoutMs / 10))) } : {},
     // Corral logs one line per request itself (no prompt text), so fastify's own are off.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: settings.bodyLimitBytes,
@@ -106,7 +114,29 @@ export function createHttpServer(settings: HttpServerSettings, extra: Partial<Fa
     }
   });
   installErrorHandler(app);
+  if (settings.maxConnectionsPerClient) limitConnectionsPerClient(app.server, settings.maxConnectionsPerClient, settings.logger);
   return app;
+}
+
+/** Answers 429 and closes a connection beyond `limit` open ones from the same address. */
+function limitConnectionsPerClient(server: http.Server, limit: number, logger: Logger): void {
+  const open = new Map<string, number>();
+  server.on("connection", (socket: Duplex & { remoteAddress?: string }) => {
+    const address = socket.remoteAddress ?? "unknown";
+    const count = (open.get(address) ?? 0) + 1;
+    if (count > limit) {
+      logger.debug({ client: address, limit }, "connection refused: too many from one client");
+      const body = JSON.stringify({ detail: `too many connections from ${address}: at most ${limit} at once` });
+      socket.end(`HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
+      return;
+    }
+    open.set(address, count);
+    socket.once("close", () => {
+      const left = (open.get(address) ?? 1) - 1;
+      if (left <= 0) open.delete(address);
+      else open.set(address, left);
+    });
+  });
 }
 
 /** The status and detail of a request node's HTTP parser (or its timers) refused. */

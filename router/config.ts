@@ -16,6 +16,9 @@ export const RouterConfigSchema = Type.Object(
 
     // Limits and bad input.
     bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1_048_576 }),
+    requestTimeoutSeconds: Type.Number({ minimum: 0, default: 30 }),
+    // No schema default: 64 with the local backend; behind an Ingress every client shares its address.
+    maxConnectionsPerClient: Type.Optional(Type.Integer({ minimum: 0 })),
     maxBatchPrompts: Type.Integer({ minimum: 1, default: 64 }),
     readyWaitSeconds: Type.Number({ minimum: 0, default: 60 }),
     loadTimeoutSeconds: Type.Number({ minimum: 1, default: 600 }),
@@ -81,6 +84,8 @@ export const ROUTER_SETTINGS: readonly SettingSpec[] = [
   { key: "port", flag: "--port", value: "<port>", env: "CORRAL_PORT", description: "port to listen on (0 picks a free one)", defaultText: "8000" },
   { key: "logLevel", flag: "--log-level", value: "<level>", env: "LOG_LEVEL", description: "log level", defaultText: "info" },
   { key: "bodyLimitBytes", flag: "--body-limit-bytes", value: "<bytes>", env: "CORRAL_BODY_LIMIT_BYTES", description: "largest request body; beyond it: 413", defaultText: "1048576" },
+  { key: "requestTimeoutSeconds", flag: "--request-timeout-seconds", value: "<s>", env: "CORRAL_REQUEST_TIMEOUT_SECONDS", description: "time a client has to send a whole request (headers and body; 0: no bound); beyond it: 408 and the connection closes", defaultText: "30" },
+  { key: "maxConnectionsPerClient", flag: "--max-connections-per-client", value: "<n>", env: "CORRAL_MAX_CONNECTIONS_PER_CLIENT", description: "open connections allowed from one client address (0: no bound); beyond it: 429 and the connection closes", defaultText: "64; corral router: no bound (an Ingress's connections share its address)" },
   { key: "maxBatchPrompts", flag: "--max-batch-prompts", value: "<n>", env: "CORRAL_MAX_BATCH_PROMPTS", description: "prompts allowed in one /generate/batch request; beyond it: 413", defaultText: "64" },
   { key: "readyWaitSeconds", flag: "--ready-wait-seconds", value: "<s>", env: "CORRAL_READY_WAIT_SECONDS", description: "how long a request waits for its model to become ready; beyond it: 503 with Retry-After", defaultText: "60" },
   { key: "loadTimeoutSeconds", flag: "--load-timeout-seconds", value: "<s>", env: "CORRAL_LOAD_TIMEOUT_SECONDS", description: "how long POST /models/load waits for the model; beyond it: 504 (loading goes on)", defaultText: "600" },
@@ -180,6 +185,11 @@ export function hostName(header: string): string {
   if (text.startsWith("[")) return text.slice(0, text.indexOf("]") + 1) || text;
   const colon = text.indexOf(":");
   return (colon >= 0 && text.indexOf(":", colon + 1) < 0 ? text.slice(0, colon) : text).replace(/\.$/, "");
+}
+
+/** The per-client connection bound: --max-connections-per-client, else 64 in local mode, else none. */
+export function connectionsPerClient(config: Pick<RouterConfig, "backend" | "maxConnectionsPerClient">): number {
+  return config.maxConnectionsPerClient ?? (config.backend === "local" ? 64 : 0);
 }
 
 /** `microsoft/phi-2=http://10.0.0.7:8080` -> id and base URL. */

@@ -1,4 +1,5 @@
 import http from "node:http";
+import net from "node:net";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -6,6 +7,7 @@ import { FakeRuntime } from "../test/router/fake-runtime.js";
 import { StaticBackend } from "./backends/static.js";
 import { testRouterConfig, type RouterConfig } from "./config.js";
 import { run, type RouterHandle } from "./run.js";
+import { parseAnswer, rawExchange } from "../test/helpers/raw-http.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -93,5 +95,56 @@ describe("Host header check (DNS rebinding)", () => {
     const clusterChecked = await startRouter({ backend: "static", upstream: ["tiny=http://127.0.0.1:1"], allowedHosts: ["corral.example.com"] });
     expect((await get(`${clusterChecked.url}/models/current`, { host: "corral.example.com" })).status).toBe(200);
     expect((await get(`${clusterChecked.url}/models/current`, { host: "evil.example" })).status).toBe(403);
+  });
+});
+
+describe("slow clients and connection bounds", () => {
+  it("a body that trickles past --request-timeout-seconds gets 408 and the connection closes", async () => {
+    const router = await startRouter({ requestTimeoutSeconds: 0.5 });
+    const socket = net.connect(router.port, "127.0.0.1");
+    let answer = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => (answer += chunk));
+    socket.on("error", () => undefined);
+    const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    socket.write("POST /generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{");
+    const trickle = setInterval(() => socket.writable && socket.write(" "), 100);
+    const started = Date.now();
+    await closed;
+    clearInterval(trickle);
+    expect(Date.now() - started).toBeLessThan(3000);
+    const parsed = parseAnswer(answer);
+    expect(parsed.status).toBe(408);
+    expect(JSON.parse(parsed.body)).toEqual({ detail: "the request took too long to arrive" });
+  });
+
+  it("headers that never finish get 408 too", async () => {
+    const router = await startRouter({ requestTimeoutSeconds: 0.5 });
+    const answer = parseAnswer(await rawExchange(router.port, "GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ", 4000));
+    expect(answer.status).toBe(408);
+    expect(Object.keys(JSON.parse(answer.body))).toEqual(["detail"]);
+  });
+
+  it("beyond --max-connections-per-client open connections from one address, a new one gets 429 and is closed", async () => {
+    const router = await startRouter({ maxConnectionsPerClient: 2 });
+    const held = await Promise.all([0, 1].map(() => new Promise<net.Socket>((resolve) => {
+      const socket = net.connect(router.port, "127.0.0.1", () => resolve(socket));
+    })));
+    const refused = parseAnswer(await rawExchange(router.port, "GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+    expect(refused.status).toBe(429);
+    expect(JSON.parse(refused.body)).toEqual({ detail: "too many connections from 127.0.0.1: at most 2 at once" });
+    held[0]!.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const allowed = parseAnswer(await rawExchange(router.port, "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"));
+    expect(allowed.status).toBe(200);
+    held[1]!.destroy();
+  });
+
+  it("defaults: 30 s to send a request; 64 connections per client in local mode, no bound in cluster mode", async () => {
+    const { connectionsPerClient, routerConfig } = await import("./config.js");
+    expect(routerConfig({}).requestTimeoutSeconds).toBe(30);
+    expect(connectionsPerClient(routerConfig({ backend: "local" }))).toBe(64);
+    expect(connectionsPerClient(routerConfig({ backend: "kubernetes" }))).toBe(0);
+    expect(connectionsPerClient(routerConfig({ backend: "kubernetes", maxConnectionsPerClient: "200" }))).toBe(200);
   });
 });

@@ -11,7 +11,7 @@ import { LocalBackend, type LocalTiming } from "./backends/local.js";
 import { StaticBackend } from "./backends/static.js";
 import type { Backend } from "./backends/types.js";
 import { loadCatalog } from "./catalog.js";
-import { parseUpstream, type RouterConfig } from "./config.js";
+import { connectionsPerClient, parseUpstream, type RouterConfig } from "./config.js";
 import { createRouterMetrics, type RouterMetrics } from "./metrics.js";
 import { UpstreamProxy } from "./proxy.js";
 import { RateLimiter } from "./ratelimit.js";
@@ -142,7 +142,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
   const lifecycle = { closing: false };
 
   const app = createHttpServer(
-    { logger, bodyLimitBytes: config.bodyLimitBytes },
+    { logger, bodyLimitBytes: config.bodyLimitBytes, requestTimeoutSeconds: config.requestTimeoutSeconds, maxConnectionsPerClient: connectionsPerClient(config) },
     {
       trustProxy: config.trustedProxies.length > 0 ? config.trustedProxies : false,
       return503OnClosing: false,
