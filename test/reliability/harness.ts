@@ -1,0 +1,219 @@
+// Shared pieces of the reliability suite (issue 14): a `corral serve` in this process, a raw HTTP
+// client that can send what fetch refuses (any header, any body), a redis-server the test can
+// stop, hang and restart, and the table the suite prints at the end.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { routerConfig } from "../../router/config.js";
+import { run, type RouterHandle } from "../../router/run.js";
+import { waitFor } from "../helpers/runtime.js";
+import { ensureTestModel, REPO_ROOT } from "../helpers/test-models.js";
+
+export const MODEL_DIR = path.join(REPO_ROOT, ".cache", "router-test-models");
+
+/** A catalog file with the deterministic `tiny`, its twin `other`, and (optionally) the slow bench model. */
+export async function writeCatalog(dir: string, withSlow: boolean): Promise<string> {
+  const lines = ["default: tiny", "models:", "  - id: tiny", "    source: builtin:successor", "  - id: other", "    source: builtin:successor"];
+  if (withSlow) {
+    const slow = await ensureTestModel("bench", "q8_0");
+    lines.push("  - id: slow", `    source: ${JSON.stringify(slow)}`, "    context_size: 512");
+  }
+  const file = path.join(dir, "models.yaml");
+  writeFileSync(file, `${lines.join("\n")}\n`);
+  return file;
+}
+
+export interface Serve {
+  router: RouterHandle;
+  url: string;
+  dir: string;
+  catalog: string;
+  stop(): Promise<void>;
+}
+
+/** `corral serve` (router + local backend with real runtime children) through the same run() as main.ts. */
+export async function startServe(settings: Record<string, unknown> = {}, withSlow = false): Promise<Serve> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "corral-reliability-"));
+  const catalog = await writeCatalog(dir, withSlow);
+  const router = await run(
+    routerConfig({
+      backend: "local",
+      host: "127.0.0.1",
+      port: 0,
+      catalog,
+      threads: 1,
+      parallel: 2,
+      maxModels: 3,
+      modelDir: MODEL_DIR,
+      logLevel: process.env.TEST_LOG_LEVEL ?? "silent",
+      runtimeLogLevel: "warn",
+      rateLimitPoints: 0,
+      readyWaitSeconds: 60,
+      drainSeconds: 2,
+      ...settings,
+    }),
+    { runtimeLogSink: null },
+  );
+  await waitForModel(router.url, "tiny");
+  return {
+    router,
+    url: router.url,
+    dir,
+    catalog,
+    async stop() {
+      await router.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function waitForModel(url: string, modelId: string, timeoutMs = 120_000): Promise<void> {
+  await waitFor(
+    async () => {
+      const available = (await (await fetch(`${url}/models/available`)).json()) as { models: { model_id: string; state: string }[] };
+      return available.models.find((model) => model.model_id === modelId)?.state === "ready";
+    },
+    `${modelId} ready`,
+    timeoutMs,
+  );
+}
+
+export interface RawResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  ms: number;
+}
+
+export interface RawRequest {
+  method: string;
+  path: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+  timeoutMs?: number;
+}
+
+/** One HTTP/1.1 request with exactly these headers and body (no fetch rules); the whole answer read. */
+export function rawRequest(base: string, request: RawRequest): Promise<RawResponse> {
+  const url = new URL(base);
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: url.hostname,
+        port: url.port,
+        method: request.method,
+        path: request.path,
+        // Framed by Content-Length always: node sends a GET/DELETE/OPTIONS body unframed otherwise.
+        headers: request.body === undefined ? request.headers : { ...request.headers, "content-length": String(Buffer.byteLength(request.body)) },
+        agent: false,
+        setHost: !Object.keys(request.headers ?? {}).some((name) => name.toLowerCase() === "host"),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8"), ms: performance.now() - started }));
+        res.on("error", reject);
+      },
+    );
+    req.setTimeout(request.timeoutMs ?? 30_000, () => req.destroy(new Error(`no answer within ${request.timeoutMs ?? 30_000} ms`)));
+    req.on("error", reject);
+    req.end(request.body);
+  });
+}
+
+/** The SSE data lines of a body, in order. */
+export function sseData(body: string): { data: string[]; errorEvents: number; done: boolean } {
+  const data: string[] = [];
+  let errorEvents = 0;
+  for (const line of body.split("\n")) {
+    if (line.startsWith("event: error")) errorEvents++;
+    if (line.startsWith("data: ")) data.push(line.slice(6));
+  }
+  return { data, errorEvents, done: data.at(-1) === "[DONE]" };
+}
+
+export async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function canConnect(port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** A redis-server of the test's own that it can SIGSTOP, SIGCONT, kill and start again on the same port. */
+export class ChaosRedis {
+  private child: ChildProcess | undefined;
+  private constructor(readonly port: number) {}
+
+  static async start(): Promise<ChaosRedis> {
+    const redis = new ChaosRedis(await freePort());
+    await redis.startAgain();
+    return redis;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async startAgain(): Promise<void> {
+    const child = spawn("redis-server", ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+    this.child = child;
+    const deadline = Date.now() + 10_000;
+    while (!(await canConnect(this.port))) {
+      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
+      if (Date.now() > deadline) throw new Error("redis-server did not start");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  signal(signal: "SIGSTOP" | "SIGCONT"): void {
+    this.child?.kill(signal);
+  }
+
+  async kill(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.kill("SIGCONT");
+    child.kill("SIGKILL");
+    await exited;
+  }
+}
+
+/** Prints rows as an aligned text table (what `npm run test:chaos` and the fuzz suite end with). */
+export function printTable(title: string, rows: Record<string, string | number>[]): string {
+  if (rows.length === 0) return "";
+  const columns = Object.keys(rows[0]!);
+  const widths = columns.map((column) => Math.max(column.length, ...rows.map((row) => String(row[column] ?? "").length)));
+  const line = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(widths[i]!)).join(" | ")} |`;
+  const text = [
+    "",
+    title,
+    line(columns),
+    `|${widths.map((width) => "-".repeat(width + 2)).join("|")}|`,
+    ...rows.map((row) => line(columns.map((column) => String(row[column] ?? "")))),
+    "",
+  ].join("\n");
+  process.stdout.write(`${text}\n`);
+  return text;
+}
