@@ -107,3 +107,25 @@ describe("JSON bodies of every Corral server (createHttpServer: runtime, operato
     await app.close();
   });
 });
+
+describe("Connection: close through the proxy", () => {
+  it("a proxied request asking Connection: close gets Connection: close and the socket closes after the answer", async () => {
+    const body = JSON.stringify({ prompt: "Hi" });
+    const raw = await rawExchange(router.port, `POST /generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`, 3000);
+    const answer = parseAnswer(raw);
+    expect(answer.status).toBe(200);
+    expect(answer.headers.connection).toBe("close");
+  });
+
+  it("a keep-alive request keeps its connection open", async () => {
+    const body = JSON.stringify({ prompt: "Hi" });
+    const closedEarly = await rawExchange(router.port, `POST /generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 500).then(
+      () => true,
+      (error: Error) => {
+        expect(error.message).toMatch(/HTTP\/1\.1 200 .*[Cc]onnection: keep-alive/s);
+        return false;
+      },
+    );
+    expect(closedEarly).toBe(false);
+  });
+});

@@ -207,6 +207,10 @@ export class UpstreamProxy {
   }
 
   private onProxyRes(proxyRes: IncomingMessage, req: TrackedRequest, res: ServerResponse): void {
+    // Connection is hop-by-hop: the client's connection follows the client's wish, not the
+    // runtime's keep-alive (http-proxy would copy it, and node would then keep the socket open).
+    proxyRes.headers.connection = /(^|,)\s*close\s*(,|$)/i.test(req.headers.connection ?? "") ? "close" : "keep-alive";
+    delete proxyRes.headers["keep-alive"];
     const current = req[ATTEMPT];
     if (!current) return;
     const { request } = current;
