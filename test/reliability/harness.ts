@@ -95,6 +95,10 @@ export interface RawRequest {
   headers?: Record<string, string>;
   body?: string | Buffer;
   timeoutMs?: number;
+  /** A keep-alive agent to reuse a connection; default: a connection of its own. */
+  agent?: http.Agent;
+  /** The client address (any of 127.0.0.0/8 on Linux), to be another client. */
+  localAddress?: string;
 }
 
 /** One HTTP/1.1 request with exactly these headers and body (no fetch rules); the whole answer read. */
@@ -110,7 +114,8 @@ export function rawRequest(base: string, request: RawRequest): Promise<RawRespon
         path: request.path,
         // Framed by Content-Length always: node sends a GET/DELETE/OPTIONS body unframed otherwise.
         headers: request.body === undefined ? request.headers : { ...request.headers, "content-length": String(Buffer.byteLength(request.body)) },
-        agent: false,
+        agent: request.agent ?? false,
+        localAddress: request.localAddress,
         setHost: !Object.keys(request.headers ?? {}).some((name) => name.toLowerCase() === "host"),
       },
       (res) => {
