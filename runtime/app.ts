@@ -17,8 +17,10 @@ import {
 } from "../common/api.js";
 import { HttpError, payloadTooLarge, serviceUnavailable, tooManyRequests } from "../common/errors.js";
 import { SSE_DONE, SSE_HEADERS, sseError, sseEvent } from "../common/sse.js";
+import type { LlamaGrammar } from "node-llama-cpp";
 import type { Engine, GenerationResult, PreparedPrompt } from "./engine.js";
 import type { RuntimeMetrics } from "./metrics.js";
+import { checkOpenAiParameters, parseResponseFormat } from "./openai.js";
 import { planSampling, type SamplingRequest } from "./sampling.js";
 import type { RuntimeState } from "./state.js";
 
@@ -102,6 +104,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
     sampling: SamplingRequest,
     stream: boolean,
     format: OutputFormat,
+    grammar?: LlamaGrammar,
     // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the body type is the route's
   ): Promise<any> {
     state.settle(request);
@@ -120,6 +123,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
     try {
       const result = await engine.generate(prompt, plan, {
         signal: controller.signal,
+        grammar,
         onStart: stream
           ? () => {
               // Headers go out once a sequence is ours: queue-full and other early failures
@@ -349,8 +353,11 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
     { schema: { body: OpenAiCompletionRequest, response: errorResponses } },
     async (request, reply) => {
       const body = request.body;
+      checkOpenAiParameters(body);
       const text = typeof body.prompt === "string" ? body.prompt : body.prompt[0]!;
-      const prompt = requireEngine().preparePrompt(text);
+      const engine = requireEngine();
+      const prompt = engine.preparePrompt(text);
+      const grammar = await engine.grammarFor(parseResponseFormat((body as Record<string, unknown>).response_format));
       const id = `cmpl-${randomUUID()}`;
       const time = created();
       const includeUsage = body.stream_options?.include_usage === true;
@@ -369,7 +376,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
           choices: [{ index: 0, text: result.text, logprobs: null, finish_reason: toFinish(result.finishReason) }],
           usage: usageOf(result),
         }),
-      });
+      }, grammar);
     },
   );
 
@@ -378,11 +385,15 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
     { schema: { body: OpenAiChatRequest, response: errorResponses } },
     async (request, reply) => {
       const body = request.body;
+      checkOpenAiParameters(body);
+      const responseFormat = parseResponseFormat((body as Record<string, unknown>).response_format);
       const messages = body.messages.map((message) => ({
         role: message.role === "developer" ? ("system" as const) : message.role,
         content: openAiContentText(message.content),
       }));
-      const prompt = requireEngine().prepareChat(messages);
+      const engine = requireEngine();
+      const prompt = engine.prepareChat(messages);
+      const grammar = await engine.grammarFor(responseFormat);
       const id = `chatcmpl-${randomUUID()}`;
       const time = created();
       const includeUsage = body.stream_options?.include_usage === true;
@@ -412,7 +423,7 @@ export async function runtimeApp(app: App, options: RuntimeAppOptions): Promise<
           ],
           usage: usageOf(result),
         }),
-      });
+      }, grammar);
     },
   );
 }

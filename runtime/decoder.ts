@@ -1,4 +1,4 @@
-import type { Token } from "node-llama-cpp";
+import type { LlamaGrammarEvaluationState, Token } from "node-llama-cpp";
 import type { FinishReason } from "../common/api.js";
 import type { NativeContext, NativeSampler } from "./native.js";
 import type { SamplingPlan } from "./sampling.js";
@@ -24,6 +24,8 @@ export interface DecodeRequest {
   /** The whole prompt, BOS included. */
   prompt: readonly Token[];
   plan: SamplingPlan;
+  /** A grammar's evaluation state for this request alone: sampling only picks tokens it allows. */
+  grammar?: LlamaGrammarEvaluationState;
   stopStrings: readonly string[];
   /** Token sequences that end generation (a chat template's special end markers). */
   stopTokenSequences: readonly (readonly Token[])[];
@@ -245,7 +247,7 @@ export class BatchDecoder {
           }
           slot.cached.length = job.fed;
         }
-        armSampler(slot.sampler, request.plan, request.prompt);
+        armSampler(slot.sampler, request.plan, request.prompt, request.grammar);
       } catch (error) {
         this.forget(slot);
         job.reject(error);
@@ -460,11 +462,18 @@ function endsWithStopSequence(job: Job, token: Token): boolean {
 }
 
 /** Sets a slot's sampler up for a request: its sampling settings, and the penalty history from the prompt's tail. */
-export function armSampler(sampler: NativeSampler, plan: SamplingPlan, prompt: readonly Token[]): void {
+export function armSampler(sampler: NativeSampler, plan: SamplingPlan, prompt: readonly Token[], grammar?: LlamaGrammarEvaluationState): void {
+  // The native sampler applies the grammar before the rest of its chain and advances the state
+  // with every token it samples; a config without one drops the previous request's.
+  const grammarState = grammar === undefined ? undefined : (grammar as unknown as { _state?: object })._state;
+  if (grammar !== undefined && grammarState === undefined) {
+    throw new Error("this node-llama-cpp build does not expose grammar states; install the version pinned in package.json");
+  }
   const penalize = plan.repetitionPenalty !== 1 || plan.presencePenalty !== 0 || plan.frequencyPenalty !== 0;
   sampler.applyConfig({
     ...(plan.temperature > 0 ? { temperature: plan.temperature, topK: plan.topK, topP: plan.topP } : {}),
     seed: plan.seed ?? Math.floor(Math.random() * 0xffffffff),
+    ...(grammarState === undefined ? {} : { grammarEvaluationState: grammarState }),
     ...(penalize
       ? {
           repeatPenaltyTokens: Uint32Array.from(prompt.slice(-PENALTY_LAST_TOKENS)),

@@ -1,8 +1,10 @@
 import {
   getLlama,
   LlamaLogLevel,
+  LlamaGrammarEvaluationState,
   LlamaText,
   resolveChatWrapper,
+  type LlamaGrammar,
   type ChatHistoryItem,
   type ChatWrapper,
   type Llama,
@@ -12,13 +14,14 @@ import {
   type Token,
 } from "node-llama-cpp";
 import type { Logger } from "../common/logger.js";
-import { payloadTooLarge } from "../common/errors.js";
+import { HttpError, payloadTooLarge } from "../common/errors.js";
 import type { FinishReason } from "../common/api.js";
 import { SlotPool } from "./slots.js";
 import type { SamplingPlan } from "./sampling.js";
 import { BatchDecoder, reusablePrefix, type DecoderSlot, type PromptAdmission } from "./decoder.js";
 import { nativeHandles, sequenceIdOf } from "./native.js";
 import { hasSingleThreadPool } from "../common/runtime-env.js";
+import type { ResponseFormat } from "./openai.js";
 
 export type GpuChoice = "auto" | "cuda" | "vulkan" | "off";
 
@@ -77,6 +80,8 @@ export interface GenerationHooks {
   onText?: (text: string) => void;
   /** Called once a sequence is assigned (the request left the queue). */
   onStart?: () => void;
+  /** Constrains sampling to this grammar (see Engine.grammarFor). */
+  grammar?: LlamaGrammar;
 }
 
 interface Slot extends DecoderSlot {
@@ -102,6 +107,9 @@ export class Engine {
     private readonly bosToken: Token | null,
     private readonly decoder: BatchDecoder,
   ) {}
+
+  /** node-llama-cpp's built-in JSON grammar, made on first use. */
+  private jsonGrammar: Promise<LlamaGrammar> | undefined;
 
   static async load(options: EngineOptions): Promise<Engine> {
     const log = options.logger;
@@ -227,6 +235,29 @@ export class Engine {
     return this.contextSize - prepared.promptTokens;
   }
 
+  /**
+   * The grammar that enforces an OpenAI `response_format`, or undefined for free text. A schema
+   * node-llama-cpp cannot turn into a grammar is a 400 (runtime/openai.ts refuses the features
+   * it knows are missing first).
+   */
+  async grammarFor(format: ResponseFormat): Promise<LlamaGrammar | undefined> {
+    if (format.type === "text") return undefined;
+    if (format.type === "json_object") {
+      this.jsonGrammar ??= this.llama.getGrammarFor("json");
+      return this.jsonGrammar;
+    }
+    let grammar: LlamaGrammar;
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- checked by supportedSchema
+      grammar = await this.llama.createGrammarForJsonSchema(format.schema as any);
+    } catch (error) {
+      throw new HttpError(400, `response_format.json_schema.schema cannot be enforced: ${(error as Error).message}`);
+    }
+    const text = boundedNumbers(grammar.grammar);
+    if (text === grammar.grammar) return grammar;
+    return this.llama.createGrammar({ grammar: text, stopGenerationTriggers: grammar.stopGenerationTriggers, trimWhitespaceSuffix: grammar.trimWhitespaceSuffix });
+  }
+
   /** Runs one generation on a free sequence (waiting in the queue if needed). */
   async generate(prepared: PreparedPrompt, plan: SamplingPlan, hooks: GenerationHooks = {}, admitted = false): Promise<GenerationResult> {
     const started = performance.now();
@@ -240,17 +271,23 @@ export class Engine {
     try {
       hooks.onStart?.();
       const requested = plan.stop.filter((stop) => stop.length > 0);
+      // node-llama-cpp's JSON grammars allow endless trailing whitespace; like LlamaChat, Corral
+      // stops at the grammar's own trigger (blank lines) and trims what the value is followed by.
+      const grammar = hooks.grammar;
+      const grammarStops = grammar ? grammar.stopGenerationTriggers.map((trigger) => LlamaText(trigger).toString()).filter((text) => text.length > 0) : [];
+      const stops = [...requested, ...grammarStops];
       const result = await this.decoder.generate(slot, {
         prompt,
         plan,
-        stopStrings: requested.length > 0 ? [...prepared.stopStrings, ...requested] : prepared.stopStrings,
+        grammar: grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar }) : undefined,
+        stopStrings: stops.length > 0 ? [...prepared.stopStrings, ...stops] : prepared.stopStrings,
         stopTokenSequences: prepared.stopTokenSequences,
         signal: hooks.signal,
         onText: hooks.onText,
       });
       const ended = performance.now();
       return {
-        text: result.text,
+        text: grammar?.trimWhitespaceSuffix ? result.text.trimEnd() : result.text,
         finishReason: result.finishReason,
         promptTokens: prepared.promptTokens,
         completionTokens: result.completionTokens,
@@ -298,6 +335,21 @@ export class Engine {
     await this.model.dispose();
     await this.llama.dispose();
   }
+}
+
+/** The exponent node-llama-cpp's JSON-schema grammar allows on integers and numbers. */
+const SCHEMA_EXPONENT = ' ([eE] [-+]? ("0" | [1-9] [0-9]{0,15}))?';
+
+/**
+ * node-llama-cpp lets a schema's integers and numbers carry exponents of up to 16 digits, so a
+ * model may write `{"a": 5E2795}`: valid JSON that every JSON parser reads as Infinity (a float,
+ * for an "integer"). Integers get no exponent here, and other numbers one of at most two digits.
+ */
+export function boundedNumbers(grammar: string): string {
+  return grammar
+    .split("\n")
+    .map((rule) => (rule.startsWith("integer-number-rule ::=") ? rule.replace(SCHEMA_EXPONENT, "") : rule.replace(SCHEMA_EXPONENT, ' ([eE] [-+]? [0-9]{1,2})?')))
+    .join("\n");
 }
 
 /**

@@ -37,6 +37,8 @@ export interface NativeSamplerConfig {
   repeatPenaltyMaxTokens?: number;
   repeatPenaltyPresencePenalty?: number;
   repeatPenaltyFrequencyPenalty?: number;
+  /** A grammar's native evaluation state (LlamaGrammarEvaluationState's); absent: none. */
+  grammarEvaluationState?: object;
 }
 
 export interface NativeHandles {
