@@ -20,7 +20,7 @@ import type { Logger } from "../common/logger.js";
  * router replicas sharing one Redis share each client's bucket), and an in-memory limiter with the
  * same algorithm, used alone without Redis and as RateLimiterRedis's `insuranceLimiter` while
  * Redis is unreachable (each replica then limits on its own; Redis takes over again as soon as it
- * answers, since every check tries Redis first).
+ * answers a PING: see RateLimiter's circuit breaker).
  *
  * In rate-limiter-flexible's terms: `points` = burst, `duration` = τ; the script answers
  * [tokens in use after this request (more than `points` when refused), ms until the bucket is full
@@ -139,13 +139,37 @@ export interface RateLimiterHooks {
   logger: Logger;
   /** Counts checks answered in memory because Redis was unreachable. */
   onFallback?: () => void;
+  /** How often Redis is probed with PING (default 1000 ms). */
+  probeIntervalMs?: number;
+  /** How long a PING may take before it counts as unanswered (default 500 ms). */
+  probeTimeoutMs?: number;
+  /** Unanswered PINGs in a row that open the breaker (default 2; one failed check opens it at once). */
+  probeFailuresToTrip?: number;
 }
 
-/** Checks one request of one client; `check` never throws. */
+/**
+ * Checks one request of one client; `check` never throws.
+ *
+ * With Redis, a circuit breaker decides where checks go. Closed: to Redis (RateLimiterRedis, with
+ * the in-memory limiter as its insuranceLimiter for a check that fails). Open: straight to memory,
+ * without touching Redis, so that a Redis that hangs (the connection stays up, commands time out)
+ * costs the command timeout once rather than on every request. One failed check (it has already
+ * paid the timeout) or two unanswered PINGs in a row (one slow PING on a busy machine is not an
+ * outage) open it; a PING answered closes it. Redis gets a PING every `probeIntervalMs` (and at
+ * once on each reconnection), so a hang is seen at the first check that times out (or within
+ * about 2.5 s without traffic) and a recovery within about a second; `mode` (what /health and
+ * corral_router_ratelimit_redis_up report) follows whether Redis answers, not only whether the
+ * connection is up.
+ */
 export class RateLimiter {
   private readonly memory: TokenBucketMemory;
   private readonly redisLimiter: RateLimiterRedis | undefined;
-  private fallingBack = false;
+  /** The breaker: open while Redis is not answering (checks are then kept in memory). */
+  private open = false;
+  private probing = false;
+  private probeFailures = 0;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private readonly probeTimeoutMs: number;
 
   constructor(
     readonly settings: RateLimitSettings,
@@ -155,6 +179,7 @@ export class RateLimiter {
     const tau = (settings.burst * settings.duration) / settings.points;
     const keyPrefix = settings.keyPrefix ?? "corral:rl";
     this.memory = new TokenBucketMemory({ points: settings.burst, duration: tau, keyPrefix });
+    this.probeTimeoutMs = hooks.probeTimeoutMs ?? 500;
     if (redis) {
       this.redisLimiter = new RateLimiterRedis({
         storeClient: redis,
@@ -166,19 +191,19 @@ export class RateLimiter {
         rejectIfRedisNotReady: true,
         insuranceLimiter: this.memory,
       });
-      redis.on("ready", () => {
-        if (this.fallingBack) {
-          this.fallingBack = false;
-          this.hooks.logger.info("Redis is back: rate limits are shared again");
-        }
-      });
+      // Not reachable at start-up (run() has said so): memory until a PING is answered, quietly.
+      this.open = redis.status !== "ready";
+      redis.on("ready", () => void this.probe());
+      redis.once("end", () => this.close());
+      this.probeTimer = setInterval(() => void this.probe(), hooks.probeIntervalMs ?? 1000);
+      this.probeTimer.unref();
     }
   }
 
-  /** `redis`, `memory` (no Redis configured) or `memory-fallback` (Redis unreachable). */
+  /** `redis`, `memory` (no Redis configured) or `memory-fallback` (Redis not answering). */
   get mode(): "redis" | "memory" | "memory-fallback" {
     if (!this.redis) return "memory";
-    return this.fallingBack || this.redis.status !== "ready" ? "memory-fallback" : "redis";
+    return this.open || this.redis.status !== "ready" ? "memory-fallback" : "redis";
   }
 
   get limit(): number {
@@ -186,7 +211,7 @@ export class RateLimiter {
   }
 
   async check(key: string): Promise<RateLimitDecision> {
-    const limiter = this.redisLimiter ?? this.memory;
+    const limiter = this.redisLimiter && !this.open ? this.redisLimiter : this.memory;
     const options: CheckOptions = {};
     let result: RateLimiterRes;
     let allowed = true;
@@ -202,7 +227,10 @@ export class RateLimiter {
       allowed = false;
     }
     const store = this.redisLimiter && !options.answeredInMemory ? "redis" : "memory";
-    if (this.redisLimiter && options.answeredInMemory) this.noteFallback();
+    if (this.redisLimiter && options.answeredInMemory) {
+      this.hooks.onFallback?.();
+      if (limiter === this.redisLimiter) this.trip({ redisStatus: this.redis?.status }, "a rate-limit check failed");
+    }
     return {
       allowed,
       limit: this.limit,
@@ -212,11 +240,41 @@ export class RateLimiter {
     };
   }
 
-  private noteFallback(): void {
-    this.hooks.onFallback?.();
-    if (!this.fallingBack) {
-      this.fallingBack = true;
-      this.hooks.logger.warn({ redisStatus: this.redis?.status }, "Redis is unreachable: rate limits are kept in memory until it returns");
+  /** Stops probing Redis (also done when the Redis connection is closed for good). */
+  close(): void {
+    clearInterval(this.probeTimer);
+    this.probeTimer = undefined;
+  }
+
+  private trip(details: Record<string, unknown>, reason: string): void {
+    if (this.open || !this.probeTimer) return;
+    this.open = true;
+    this.hooks.logger.warn({ ...details, reason }, "Redis is unreachable: rate limits are kept in memory until it answers");
+  }
+
+  /** One PING at a time; its answer closes the breaker, its failure or silence opens it. */
+  private async probe(): Promise<void> {
+    const redis = this.redis;
+    if (!redis || this.probing || !this.probeTimer) return;
+    this.probing = true;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const ping = redis.ping();
+      ping.catch(() => {}); // it may fail after the timeout below has already decided
+      const timeout = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer to PING within ${this.probeTimeoutMs} ms`)), this.probeTimeoutMs);
+      });
+      await Promise.race([ping, timeout]);
+      this.probeFailures = 0;
+      if (this.open && this.probeTimer) {
+        this.open = false;
+        this.hooks.logger.info("Redis is back: rate limits are shared again");
+      }
+    } catch (error) {
+      if (++this.probeFailures >= (this.hooks.probeFailuresToTrip ?? 2)) this.trip({ redisStatus: redis.status }, (error as Error).message);
+    } finally {
+      clearTimeout(timer);
+      this.probing = false;
     }
   }
 

@@ -55,6 +55,16 @@ export class TestRedis {
     }
   }
 
+  /** Hangs it (SIGSTOP): connections stay open, nothing is answered. */
+  pause(): void {
+    this.process?.kill("SIGSTOP");
+  }
+
+  /** Lets a paused server go on (SIGCONT); it then answers what was sent meanwhile. */
+  unpause(): void {
+    this.process?.kill("SIGCONT");
+  }
+
   async stop(): Promise<void> {
     const child = this.process;
     this.process = undefined;
