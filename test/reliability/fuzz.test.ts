@@ -179,9 +179,32 @@ const BODIES: Record<string, fc.Arbitrary<Record<string, unknown>>> = {
   "/models/unload": shaped({ model_id: fc.oneof(unknownModelId().filter((id) => id !== null), wrongType.filter((v) => v !== null)) }).map((body) => ({ model_id: "__not_a_model__", ...body })),
 };
 
+/** In-range bodies (so that generation, streaming and loading run too, not only validation). */
+const validSampling = {
+  stream: fc.boolean(),
+  max_length: fc.integer({ min: 1, max: 6 }),
+  temperature: fc.double({ min: 0, max: 2, noNaN: true }),
+  top_p: fc.double({ min: 0, max: 1, noNaN: true }),
+  top_k: fc.integer({ min: 1, max: 100 }),
+  repetition_penalty: fc.double({ min: 1, max: 2, noNaN: true }),
+  do_sample: fc.boolean(),
+};
+const validPrompt = fc.string({ maxLength: 40, unit: "grapheme" });
+const validMessages = fc.array(fc.record({ role: fc.constantFrom("system", "user", "assistant"), content: validPrompt }), { minLength: 1, maxLength: 3 });
+const VALID: Record<string, fc.Arbitrary<Record<string, unknown>>> = {
+  "/generate": fc.record({ prompt: validPrompt, model_id: fc.constantFrom("tiny", null), ...validSampling }, { requiredKeys: ["prompt"] }),
+  "/chat": fc.record({ messages: validMessages, model_id: fc.constantFrom("tiny", null), ...validSampling }, { requiredKeys: ["messages"] }),
+  "/generate/batch": fc.record({ prompts: fc.array(validPrompt, { minLength: 1, maxLength: 3 }), model_id: fc.constantFrom("tiny", null), ...validSampling, stream: fc.constant(false) }, { requiredKeys: ["prompts"] }),
+  "/v1/completions": fc.record({ model: fc.constant("tiny"), prompt: validPrompt, stream: fc.boolean(), max_tokens: fc.integer({ min: 1, max: 6 }), temperature: validSampling.temperature, top_p: validSampling.top_p }, { requiredKeys: ["model", "prompt"] }),
+  "/v1/chat/completions": fc.record({ model: fc.constant("tiny"), messages: validMessages.map((list) => list.map(({ role, content }) => ({ role, content }))), stream: fc.boolean(), max_tokens: fc.integer({ min: 1, max: 6 }), temperature: validSampling.temperature }, { requiredKeys: ["model", "messages"] }),
+  "/models/load": fc.constant({ model_id: "tiny" }),
+  "/models/unload": fc.constantFrom({ model_id: "__not_a_model__" }, { model_id: "other" }),
+};
+
 /** The raw body on the wire: the JSON of a body, sometimes with __proto__/constructor keys spliced in, deep nesting, or not JSON at all. */
-function wireBody(body: fc.Arbitrary<Record<string, unknown>>): fc.Arbitrary<{ raw: string; kind: string }> {
+function wireBody(body: fc.Arbitrary<Record<string, unknown>>, valid: fc.Arbitrary<Record<string, unknown>>): fc.Arbitrary<{ raw: string; kind: string }> {
   return fc.oneof(
+    { weight: 6, arbitrary: valid.map((value) => ({ raw: JSON.stringify(value), kind: "json" })) },
     { weight: 12, arbitrary: body.map((value) => ({ raw: JSON.stringify(value), kind: "json" })) },
     {
       weight: 2,
@@ -308,7 +331,7 @@ const MODEL_FIELD: Record<string, string> = { "/v1/completions": "model", "/v1/c
 describe("fuzzing every endpoint (fast-check)", () => {
   for (const endpoint of POST_ENDPOINTS) {
     it(`POST ${endpoint}: bodies, content types and headers never give a 5xx or a bad error body`, async () => {
-      const input = fc.record({ body: wireBody(BODIES[endpoint]!), ct: contentType, odd: oddHeaders, withHeaders: fc.boolean() });
+      const input = fc.record({ body: wireBody(BODIES[endpoint]!, VALID[endpoint]!), ct: contentType, odd: oddHeaders, withHeaders: fc.integer({ min: 0, max: 3 }).map((n) => n === 0) });
       await fuzz(
         endpoint,
         input,
