@@ -398,7 +398,7 @@ describe("system endpoints", () => {
 });
 
 describe("API keys", () => {
-  it("answers 401 without a valid key and lets the probes through", async () => {
+  it("answers 401 without a valid key and lets only the probe through", async () => {
     const fake = await fakeRuntime("tiny");
     const router = await startRouter(new StaticBackend([{ modelId: "tiny", endpoints: [endpoint(fake)] }]), { apiKeys: ["k-one", "k-two"] });
     let response = await post(`${router.url}/generate`, { prompt: "x" });
@@ -412,7 +412,12 @@ describe("API keys", () => {
     expect(response.status).toBe(200);
     response = await fetch(`${router.url}/models/current`);
     expect(response.status).toBe(401);
-    for (const path of ["/health", "/metrics", "/docs/json"]) expect((await fetch(`${router.url}${path}`)).status).toBe(200);
+    expect((await fetch(`${router.url}/health`)).status).toBe(200);
+    // Metrics and docs need a key like any route (router/auth.test.ts: --metrics-port).
+    for (const path of ["/metrics", "/docs", "/docs/json"]) {
+      expect((await fetch(`${router.url}${path}`)).status, path).toBe(401);
+      expect((await fetch(`${router.url}${path}`, { headers: { authorization: "Bearer k-one" } })).status, path).toBe(200);
+    }
   });
 });
 

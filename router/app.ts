@@ -18,7 +18,8 @@ import {
 } from "../common/api.js";
 import { badRequest, forbidden, gatewayTimeout, HttpError, notFound, payloadTooLarge, serviceUnavailable, tooManyRequests, unauthorized } from "../common/errors.js";
 import { parseJsonBody } from "../common/http.js";
-import type { ApiKeys } from "./auth.js";
+import type { AuthFailureLimiter } from "./auth-limiter.js";
+import { ApiKeys } from "./auth.js";
 import { ModelStartError, type Backend, type Endpoint } from "./backends/types.js";
 import { allowedHostNames, hostName, type RouterConfig } from "./config.js";
 import type { RouterMetrics } from "./metrics.js";
@@ -32,6 +33,10 @@ export interface RouterAppOptions {
   /** Undefined when rate limiting is off. */
   limiter: RateLimiter | undefined;
   apiKeys: ApiKeys;
+  /** With any, admin routes (model management, system info) need one of these; they may generate too. */
+  adminKeys?: ApiKeys;
+  /** Locks a client out after repeated failed authentication; undefined: no limit. */
+  authLimiter?: AuthFailureLimiter;
   metrics: RouterMetrics;
   proxy: UpstreamProxy;
   version: string;
@@ -40,6 +45,13 @@ export interface RouterAppOptions {
 }
 
 type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** Needs an admin key when admin keys are configured. */
+    admin?: boolean;
+  }
+}
 
 /** Per-request bookkeeping for logs and metrics. */
 interface RequestContext {
@@ -60,9 +72,21 @@ function contextOf(request: FastifyRequest): RequestContext {
   return context;
 }
 
-/** Routes without auth or rate limits: probes, scraping, documentation. */
-function isExempt(path: string): boolean {
+/** Routes without rate limits: probes, scraping, documentation. Only /health is also without auth. */
+function isUnlimited(path: string): boolean {
   return path === "/health" || path === "/metrics" || path === "/docs" || path.startsWith("/docs/");
+}
+
+/** The Prometheus text of a router's registry (main port and --metrics-port). */
+async function metricsText(metrics: RouterMetrics, limiter: RateLimiter | undefined, reply: FastifyReply): Promise<string> {
+  metrics.rateLimitStore.set(limiter?.mode === "redis" ? 1 : 0);
+  reply.header("content-type", metrics.registry.contentType);
+  return await metrics.registry.metrics();
+}
+
+/** The --metrics-port listener: only /metrics, without auth (reachable inside the cluster only). */
+export async function metricsApp(app: App, options: { metrics: RouterMetrics; limiter: RateLimiter | undefined }): Promise<void> {
+  app.get("/metrics", { schema: { response: { 200: Type.String() } } }, async (_request, reply) => await metricsText(options.metrics, options.limiter, reply));
 }
 
 const QUIET_ROUTES = new Set(["/health", "/metrics"]);
@@ -92,7 +116,8 @@ const RETRY_AFTER_SECONDS = 5;
  * auth, rate limits and validation; model management; system info, health, metrics and docs.
  */
 export async function routerApp(app: App, options: RouterAppOptions): Promise<void> {
-  const { config, backend, limiter, apiKeys, metrics, proxy, lifecycle } = options;
+  const { config, backend, limiter, apiKeys, metrics, proxy, lifecycle, authLimiter } = options;
+  const adminKeys = options.adminKeys ?? new ApiKeys([]);
   const startedAt = new Date();
   const counts = { total: 0, rateLimited: 0, inFlight: 0, byStatus: new Map<string, number>() };
   const infoCache = new Map<string, { info: Record<string, unknown>; at: number }>();
@@ -108,7 +133,7 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
           "Corral's public API: text generation with the seed's request shapes, OpenAI-compatible endpoints, and model management. " +
           "Errors answer {\"detail\": \"...\"}. Rate limit: a token bucket per client (see RateLimit-* headers).",
       },
-      components: apiKeys.enabled ? { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } } : {},
+      components: apiKeys.enabled || adminKeys.enabled ? { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } } : {},
       security: apiKeys.enabled ? [{ bearer: [] }] : [],
     },
   });
@@ -146,15 +171,10 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
       throw serviceUnavailable("the router is shutting down", RETRY_AFTER_SECONDS);
     }
     const path = request.url.split("?", 1)[0]!;
-    if (isExempt(path)) return;
-    let client = `ip:${request.ip}`;
-    if (apiKeys.enabled) {
-      const id = apiKeys.verify(request.headers.authorization);
-      if (!id) {
-        throw unauthorized(request.headers.authorization ? "invalid API key" : "missing API key: send Authorization: Bearer <key>");
-      }
-      client = id;
-    }
+    if (path === "/health") return;
+    const admin = adminKeys.enabled && request.routeOptions.config?.admin === true;
+    const client = apiKeys.enabled || admin ? await authenticate(request, admin) : `ip:${request.ip}`;
+    if (isUnlimited(path)) return;
     if (limiter) {
       const decision = await limiter.check(client);
       reply.headers(limiter.headers(decision));
@@ -168,6 +188,35 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
       }
     }
   });
+
+  /**
+   * The client id of a request's key (401 without a valid one, 403 for an ordinary key on an admin
+   * route). A client address that failed too often is refused (429) before its key is looked at.
+   */
+  async function authenticate(request: FastifyRequest, admin: boolean): Promise<string> {
+    const address = `ip:${request.ip}`;
+    const lockedFor = authLimiter ? await authLimiter.lockedFor(address) : 0;
+    if (lockedFor > 0) {
+      metrics.authFailures.inc({ reason: "locked_out" });
+      throw tooManyRequests(`too many failed authentication attempts; retry in ${lockedFor} s`, lockedFor);
+    }
+    const header = request.headers.authorization;
+    // Both sets are checked whatever the first answers: the time taken says nothing about the key.
+    const adminId = adminKeys.verify(header);
+    const id = apiKeys.verify(header);
+    if (adminId) return adminId;
+    if (!id) {
+      metrics.authFailures.inc({ reason: header ? "invalid_key" : "missing_key" });
+      // Only presented keys count towards the lockout: a request without one guesses nothing.
+      if (header) await authLimiter?.fail(address);
+      throw unauthorized(header ? "invalid API key" : "missing API key: send Authorization: Bearer <key>");
+    }
+    if (admin) {
+      metrics.authFailures.inc({ reason: "not_admin" });
+      throw forbidden(`${request.routeOptions.url} needs an admin key`);
+    }
+    return id;
+  }
 
   function account(request: FastifyRequest, reply: FastifyReply, context: RequestContext): void {
     counts.inFlight--;
@@ -349,8 +398,9 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
         summary: "Load a model and make it the current one; answers when it is ready",
         tags: ["models"],
         body: LoadModelRequest,
-        response: { 200: ModelInfo, ...errors(400, 401, 404, 413, 415, 429, 503, 504) },
+        response: { 200: ModelInfo, ...errors(400, 401, 403, 404, 413, 415, 429, 503, 504) },
       },
+      config: { admin: true },
     },
     async (request, reply) => {
       const modelId = request.body.model_id;
@@ -406,8 +456,9 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
         summary: "Unload the current model (or the one named) and stop its runtimes",
         description: "The body is optional; without one the current model is unloaded. 400 when no model is loaded.",
         tags: ["models"],
-        response: { 200: UnloadResponse, ...errors(400, 401, 404, 415, 429) },
+        response: { 200: UnloadResponse, ...errors(400, 401, 403, 404, 415, 429) },
       },
+      config: { admin: true },
     },
     async (request) => {
       const body = request.body as unknown;
@@ -434,7 +485,7 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
 
   app.get(
     "/system/info",
-    { schema: { summary: "Router, host and runtime information", tags: ["system"], response: { 200: SystemInfo, ...errors(401, 429) } } },
+    { schema: { summary: "Router, host and runtime information", tags: ["system"], response: { 200: SystemInfo, ...errors(401, 403, 429) } }, config: { admin: true } },
     async () => {
       const current = backend.current();
       const running = backend.list().filter((entry) => {
@@ -520,9 +571,9 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
     },
   );
 
-  app.get("/metrics", { schema: { summary: "Prometheus metrics", tags: ["system"], response: { 200: Type.String() } } }, async (_request, reply) => {
-    metrics.rateLimitStore.set(limiter?.mode === "redis" ? 1 : 0);
-    reply.header("content-type", metrics.registry.contentType);
-    return await metrics.registry.metrics();
-  });
+  app.get(
+    "/metrics",
+    { schema: { summary: "Prometheus metrics (with API keys: needs one, unless scraped on --metrics-port)", tags: ["system"], response: { 200: Type.String(), ...errors(401, 429) } } },
+    async (_request, reply) => await metricsText(metrics, limiter, reply),
+  );
 }

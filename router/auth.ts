@@ -19,21 +19,22 @@ export class ApiKeys {
     this.digests = [...new Set(keys.map((key) => key.trim()).filter(Boolean))].map(sha256);
   }
 
-  /** Keys from a file (one a line, `#` starts a comment) and a list (`CORRAL_API_KEYS`). */
-  static load(options: { file?: string; keys?: readonly string[] }): ApiKeys {
+  /** Keys from a file (one a line, `#` starts a comment) and a list (`CORRAL_API_KEYS`); `what` names them in errors. */
+  static load(options: { file?: string; keys?: readonly string[]; what?: string }): ApiKeys {
+    const what = options.what ?? "API keys";
     const keys = [...(options.keys ?? [])];
     if (options.file) {
       let text: string;
       try {
         text = readFileSync(options.file, "utf8");
       } catch (error) {
-        throw new ConfigError(`API keys file ${options.file} cannot be read: ${(error as Error).message}`);
+        throw new ConfigError(`${what} file ${options.file} cannot be read: ${(error as Error).message}`);
       }
       for (const line of text.split(/\r?\n/)) {
         const key = line.replace(/#.*$/, "").trim();
         if (key) keys.push(key);
       }
-      if (keys.length === 0) throw new ConfigError(`API keys file ${options.file} holds no key`);
+      if (keys.length === 0) throw new ConfigError(`${what} file ${options.file} holds no key`);
     }
     return new ApiKeys(keys);
   }

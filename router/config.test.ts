@@ -28,6 +28,10 @@ describe("routerConfig", () => {
       readyWaitSeconds: 60,
       trustedProxies: [],
       apiKeys: [],
+      adminApiKeys: [],
+      authFailureLimit: 10,
+      authFailureWindowSeconds: 60,
+      metricsPort: 0,
     });
     expect(config.catalog).toBe(packagePath("catalog", "models.yaml"));
     expect(config.runtimeEntry).toBe(packagePath("dist", "bin", "corral.js"));
@@ -50,6 +54,13 @@ describe("routerConfig", () => {
     expect(() => routerConfig({ port: "eighty" })).toThrow(/--port \(CORRAL_PORT\)/);
     expect(() => routerConfig({ rateLimitPoints: "600", rateLimitDuration: "1", rateLimitBurst: "10" })).toThrow(/--rate-limit-burst \(CORRAL_RATE_LIMIT_BURST\) must be at least/);
     expect(() => routerConfig({ upstream: "no-url" })).toThrow(/--upstream/);
+    expect(() => routerConfig({ port: "9000", metricsPort: "9000" })).toThrow(/--metrics-port \(CORRAL_METRICS_PORT\) must differ from --port/);
+    expect(() => routerConfig({ authFailureWindowSeconds: "0" })).toThrow(/--auth-failure-window-seconds \(CORRAL_AUTH_FAILURE_WINDOW_SECONDS\)/);
+  });
+
+  it("converts the auth and metrics settings from strings", () => {
+    const config = routerConfig({ adminApiKeys: "root-a, root-b", adminApiKeysFile: "/etc/admin", authFailureLimit: "5", authFailureWindowSeconds: "30", metricsPort: "9090" });
+    expect(config).toMatchObject({ adminApiKeys: ["root-a", "root-b"], adminApiKeysFile: "/etc/admin", authFailureLimit: 5, authFailureWindowSeconds: 30, metricsPort: 9090 });
   });
 
   it("parses upstreams with slashes in the model id", () => {

@@ -36,6 +36,14 @@ export const RouterConfigSchema = Type.Object(
     // API keys.
     apiKeysFile: Type.Optional(Type.String({ minLength: 1 })),
     apiKeys: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+    // Admin keys: with any, /models/load, /models/unload and /system/info need one.
+    adminApiKeysFile: Type.Optional(Type.String({ minLength: 1 })),
+    adminApiKeys: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+    // Failed authentication per client: after this many in the window, 429 until the window ends.
+    authFailureLimit: Type.Integer({ minimum: 0, default: 10 }),
+    authFailureWindowSeconds: Type.Integer({ minimum: 1, default: 60 }),
+    // A second listener serving only /metrics, without auth (0: /metrics on the main port only).
+    metricsPort: Type.Integer({ minimum: 0, maximum: 65535, default: 0 }),
 
     // Static backend (`corral router --upstream id=url`).
     upstream: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
@@ -105,6 +113,31 @@ export const ROUTER_SETTINGS: readonly SettingSpec[] = [
   },
   { key: "apiKeysFile", flag: "--api-keys-file", value: "<path>", env: "CORRAL_API_KEYS_FILE", description: "file of API keys, one per line (# comments); turns auth on" },
   { key: "apiKeys", flag: "--api-keys", value: "<list>", env: "CORRAL_API_KEYS", description: "comma-separated API keys; turns auth on (prefer the env var or the file: flags show in ps)" },
+  {
+    key: "adminApiKeysFile",
+    flag: "--admin-api-keys-file",
+    value: "<path>",
+    env: "CORRAL_ADMIN_API_KEYS_FILE",
+    description: "file of admin keys, one per line (# comments); with admin keys, /models/load, /models/unload and /system/info need one (403 for other keys); admin keys may also generate",
+  },
+  { key: "adminApiKeys", flag: "--admin-api-keys", value: "<list>", env: "CORRAL_ADMIN_API_KEYS", description: "comma-separated admin keys (see --admin-api-keys-file)" },
+  {
+    key: "authFailureLimit",
+    flag: "--auth-failure-limit",
+    value: "<n>",
+    env: "CORRAL_AUTH_FAILURE_LIMIT",
+    description: "requests with a wrong key allowed from one client per --auth-failure-window-seconds; beyond it every request of that client gets 429 until the window ends (0: no limit)",
+    defaultText: "10",
+  },
+  { key: "authFailureWindowSeconds", flag: "--auth-failure-window-seconds", value: "<s>", env: "CORRAL_AUTH_FAILURE_WINDOW_SECONDS", description: "window of --auth-failure-limit, from a client's first failure", defaultText: "60" },
+  {
+    key: "metricsPort",
+    flag: "--metrics-port",
+    value: "<port>",
+    env: "CORRAL_METRICS_PORT",
+    description: "a second port, on --host, serving only /metrics without auth (for Prometheus); 0: /metrics on the main port only, behind auth when keys are on",
+    defaultText: "0",
+  },
 ];
 
 export const STATIC_SETTINGS: readonly SettingSpec[] = [
@@ -132,7 +165,7 @@ export const LOCAL_SETTINGS: readonly SettingSpec[] = [
   { key: "runtimeLogLevel", flag: "--runtime-log-level", value: "<level>", env: "CORRAL_RUNTIME_LOG_LEVEL", description: "log level of the runtimes (their logs go to this process's stdout)", defaultText: "--log-level" },
 ];
 
-const LIST_KEYS = ["trustedProxies", "apiKeys", "upstream", "allowedHosts"] as const;
+const LIST_KEYS = ["trustedProxies", "apiKeys", "adminApiKeys", "upstream", "allowedHosts"] as const;
 
 /** Comma-separated strings (flags and env vars) become lists; so do the items of arrays. */
 function splitLists(input: Record<string, unknown>): Record<string, unknown> {
@@ -156,6 +189,9 @@ export function routerConfig(input: Record<string, unknown>): RouterConfig {
     );
   }
   for (const upstream of config.upstream) parseUpstream(upstream);
+  if (config.metricsPort !== 0 && config.metricsPort === config.port) {
+    throw new ConfigError(`invalid configuration: --metrics-port (CORRAL_METRICS_PORT) must differ from --port (${config.port})`);
+  }
   return config;
 }
 

@@ -64,6 +64,12 @@ export function createRouterMetrics() {
       help: "Requests refused with 429 by the rate limiter",
       registers,
     }),
+    authFailures: new Counter({
+      name: "corral_router_auth_failures_total",
+      help: "Requests refused by authentication, by reason (missing_key, invalid_key, not_admin, locked_out: 429 after too many failures)",
+      labelNames: ["reason"] as const,
+      registers,
+    }),
     redisFallbacks: new Counter({
       name: "corral_router_ratelimit_redis_fallbacks_total",
       help: "Rate-limit checks answered in memory because Redis was unreachable",

@@ -3,7 +3,8 @@ import { createHttpServer, type CorralApp } from "../common/http.js";
 import { ConfigError } from "../common/errors.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
-import { routerApp } from "./app.js";
+import { metricsApp, routerApp } from "./app.js";
+import { AuthFailureLimiter } from "./auth-limiter.js";
 import { ApiKeys } from "./auth.js";
 import { KubeClient, loadKubeConfig, podNamespace } from "../common/kube-client.js";
 import { KubernetesBackend } from "./backends/kubernetes.js";
@@ -20,6 +21,8 @@ export interface RouterHandle {
   /** Base URL the router listens on, e.g. http://127.0.0.1:8000. */
   url: string;
   port: number;
+  /** With --metrics-port: the URL of the listener that serves only /metrics. */
+  metricsUrl: string | undefined;
   app: CorralApp;
   backend: Backend;
   limiter: RateLimiter | undefined;
@@ -127,6 +130,7 @@ export function isLoopback(host: string): boolean {
 export async function run(config: RouterConfig, options: RunOptions = {}): Promise<RouterHandle> {
   const logger = options.logger ?? createLogger({ name: "corral-router", level: config.logLevel });
   const apiKeys = ApiKeys.load({ file: config.apiKeysFile, keys: config.apiKeys });
+  const adminKeys = ApiKeys.load({ file: config.adminApiKeysFile, keys: config.adminApiKeys, what: "admin keys" });
   const backend = options.backend ?? createBackend(config, logger, options);
   const metrics = createRouterMetrics();
   const redis = config.redisUrl && config.rateLimitPoints > 0 ? await connectRedis(config.redisUrl, logger) : undefined;
@@ -136,6 +140,10 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
           logger,
           onFallback: () => metrics.redisFallbacks.inc(),
         })
+      : undefined;
+  const authLimiter =
+    (apiKeys.enabled || adminKeys.enabled) && config.authFailureLimit > 0
+      ? new AuthFailureLimiter({ failures: config.authFailureLimit, windowSeconds: config.authFailureWindowSeconds }, redis)
       : undefined;
   const proxy = new UpstreamProxy(backend, metrics, config.readyWaitSeconds * 1000);
   backend.trackInFlight?.((endpoint) => proxy.inFlightTo(endpoint));
@@ -149,12 +157,17 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
       forceCloseConnections: "idle",
     },
   );
-  await app.register(routerApp, { config, backend, limiter, apiKeys, metrics, proxy, version: VERSION, lifecycle });
+  await app.register(routerApp, { config, backend, limiter, apiKeys, adminKeys, authLimiter, metrics, proxy, version: VERSION, lifecycle });
+  const metricsServer =
+    config.metricsPort > 0 ? createHttpServer({ logger, bodyLimitBytes: 1024, requestTimeoutSeconds: config.requestTimeoutSeconds }, { return503OnClosing: false, forceCloseConnections: true }) : undefined;
+  await metricsServer?.register(metricsApp, { metrics, limiter });
 
   await backend.start();
   try {
     await app.listen({ host: config.host, port: config.port });
+    await metricsServer?.listen({ host: config.host, port: config.metricsPort });
   } catch (error) {
+    await app.close();
     await backend.close();
     redis?.disconnect();
     throw error;
@@ -163,6 +176,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
   const port = typeof address === "object" && address ? address.port : config.port;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const metricsUrl = metricsServer ? `http://${host.includes(":") ? `[${host}]` : host}:${config.metricsPort}` : undefined;
   if (config.backend === "local" && !isLoopback(config.host) && !apiKeys.enabled) {
     logger.warn(
       { host: config.host },
@@ -170,7 +184,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
     );
   }
   logger.info(
-    { url, backend: backend.kind, auth: apiKeys.enabled, rateLimit: limiter ? `${config.rateLimitPoints}/${config.rateLimitDuration}s burst ${config.rateLimitBurst} (${limiter.mode})` : "off" },
+    { url, metricsUrl, backend: backend.kind, auth: apiKeys.enabled, adminKeys: adminKeys.enabled, rateLimit: limiter ? `${config.rateLimitPoints}/${config.rateLimitDuration}s burst ${config.rateLimitBurst} (${limiter.mode})` : "off" },
     "router listening",
   );
 
@@ -190,11 +204,12 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
     // What is left past the bound (long streams) is cut; their upstream requests are aborted.
     app.server.closeAllConnections();
     await closed;
+    await metricsServer?.close();
     proxy.close();
     await backend.close();
     if (redis) await redis.quit().catch(() => redis.disconnect());
     logger.info("router stopped");
   };
 
-  return { url, port, app, backend, limiter, metrics, logger, close: () => (closing ??= close()) };
+  return { url, port, metricsUrl, app, backend, limiter, metrics, logger, close: () => (closing ??= close()) };
 }
