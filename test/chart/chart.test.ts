@@ -42,6 +42,7 @@ const CASES: Record<string, object> = {
   "external Redis": { redis: { url: "rediss://redis.example.com:6380/2", auth: { username: "corral", existingSecret: "redis-auth", existingSecretKey: "password" } }, apiKeys: { existingSecret: "corral-keys" } },
   "GPU model images": { runtime: { gpuImage: { repository: "registry.example.com/corral", tag: "0.1.0-cuda12" }, imagePullPolicy: "Always" } },
   "network policy off": { networkPolicy: { enabled: false } },
+  "admin keys": { apiKeys: { existingSecret: "corral-keys" }, adminApiKeys: { keys: ["root-one", "root-two"] }, router: { authFailures: { limit: 5, windowSeconds: 120 } }, metrics: { serviceMonitor: { enabled: true } } },
   "autoscaling and monitoring": { router: { autoscaling: { enabled: true, minReplicas: 3, maxReplicas: 12 } }, metrics: { serviceMonitor: { enabled: true, labels: { release: "prometheus" } }, podMonitor: { enabled: true } }, operator: { replicas: 2 } },
 };
 
@@ -311,8 +312,20 @@ describe.skipIf(!helm)("helm lint and helm template", () => {
     expect(hpa.spec.metrics[0].resource).toEqual({ name: "cpu", target: { type: "Utilization", averageUtilization: 70 } });
     const routerMonitor = one(objects, "ServiceMonitor", ROUTER);
     expect(routerMonitor.metadata.labels?.release).toBe("prometheus");
-    expect(selects(routerMonitor.spec.selector, one(objects, "Service", ROUTER).metadata.labels)).toBe(true);
-    expect(routerMonitor.spec.endpoints[0]).toMatchObject({ port: "http", path: "/metrics" });
+    // The router's /metrics without API keys: the metrics port, through a ClusterIP Service of its own.
+    const routerMetrics = one(objects, "Service", `${ROUTER}-metrics`);
+    expect(routerMetrics.spec.type).toBe("ClusterIP");
+    expect(selects(routerMonitor.spec.selector, routerMetrics.metadata.labels)).toBe(true);
+    expect(routerMonitor.spec.endpoints[0]).toMatchObject({ port: "http-metrics", path: "/metrics" });
+    const metricsPort = container(deployment, "router").ports.find((p: { name: string }) => p.name === "http-metrics");
+    expect(metricsPort.containerPort).toBe(routerConfigOf(objects).metricsPort);
+    expect(routerMetrics.spec.ports[0]).toMatchObject({ name: "http-metrics", port: metricsPort.containerPort, targetPort: "http-metrics" });
+    expect(one(objects, "Service", ROUTER).spec.ports.map((p: { name: string }) => p.name)).toEqual(["http"]);
+    // Without a metrics port (and without keys) Prometheus scrapes the main port.
+    const plain = template({ router: { metricsPort: 0 }, metrics: { serviceMonitor: { enabled: true } } });
+    expect(one(plain, "ServiceMonitor", ROUTER).spec.endpoints[0]).toMatchObject({ port: "http", path: "/metrics" });
+    expect(plain.filter((object) => object.metadata.name === `${ROUTER}-metrics`)).toEqual([]);
+    expect(routerConfigOf(plain).metricsPort).toBe(0);
     const operatorMonitor = one(objects, "ServiceMonitor", OPERATOR);
     expect(selects(operatorMonitor.spec.selector, one(objects, "Service", `${OPERATOR}-metrics`).metadata.labels)).toBe(true);
     expect(operatorMonitor.spec.endpoints[0]).toMatchObject({ port: "http-metrics", path: "/metrics" });
@@ -452,10 +465,29 @@ describe.skipIf(!helm)("helm lint and helm template", () => {
       expect(routerConfigOf(template({ redis: { url: "redis://redis:6379" } })).redisUrl).toBe("redis://redis:6379");
     });
 
+    it("admin keys the chart stores: a Secret mounted as the router's admin keys file, beside the ordinary keys", () => {
+      const objects = render("admin keys");
+      expect(one(objects, "Secret", "corral-admin-api-keys").stringData["admin-api-keys"].split("\n").filter(Boolean)).toEqual(["root-one", "root-two"]);
+      const deployment = one(objects, "Deployment", ROUTER);
+      const config = routerConfigOf(objects);
+      expect(config).toMatchObject({ apiKeysFile: "/etc/corral/api-keys/keys", adminApiKeysFile: "/etc/corral/admin-api-keys/keys", authFailureLimit: 5, authFailureWindowSeconds: 120 });
+      const volumes = deployment.spec.template.spec.volumes;
+      expect(volumes.find((v: { name: string }) => v.name === "admin-api-keys").secret).toMatchObject({ secretName: "corral-admin-api-keys", items: [{ key: "admin-api-keys", path: "keys" }] });
+      expect(volumes.find((v: { name: string }) => v.name === "api-keys").secret.secretName).toBe("corral-keys");
+      expect(container(deployment, "router").volumeMounts).toContainEqual({ name: "admin-api-keys", mountPath: "/etc/corral/admin-api-keys", readOnly: true });
+      const other = one(template({ adminApiKeys: { keys: ["root-three"] } }), "Deployment", ROUTER);
+      expect(other.spec.template.metadata.annotations["checksum/admin-api-keys"]).not.toBe(deployment.spec.template.metadata.annotations["checksum/admin-api-keys"]);
+      // An admin keys Secret of the user's: mounted, no Secret in the release.
+      const existing = template({ adminApiKeys: { existingSecret: "corral-admins", existingSecretKey: "keys" } });
+      expect(ofKind(existing, "Secret")).toEqual([]);
+      expect(one(existing, "Deployment", ROUTER).spec.template.spec.volumes.find((v: { name: string }) => v.name === "admin-api-keys").secret).toMatchObject({ secretName: "corral-admins", items: [{ key: "keys", path: "keys" }] });
+    });
+
     it("no Redis and no keys: in-memory limits and open access", () => {
       const router = routerConfigOf(render("defaults"));
       expect(router.redisUrl).toBeUndefined();
       expect(router.apiKeysFile).toBeUndefined();
+      expect(router.adminApiKeysFile).toBeUndefined();
     });
   });
 
@@ -489,6 +521,9 @@ describe.skipIf(!helm)("helm lint and helm template", () => {
       expect(templateError({ redis: { enabled: true, url: "redis://r:6379" } })).toContain("either redis.enabled");
       expect(templateError({ router: { rateLimit: { points: 600, durationSeconds: 60, burst: 5 } } })).toContain("router.rateLimit.burst (5) must be at least");
       expect(templateError({ apiKeys: { existingSecret: "k", keys: ["a"] } })).toContain("either apiKeys.existingSecret");
+      expect(templateError({ adminApiKeys: { existingSecret: "k", keys: ["a"] } })).toContain("either adminApiKeys.existingSecret");
+      // A ServiceMonitor on the main port would get 401 with keys on.
+      expect(templateError({ apiKeys: { keys: ["a"] }, router: { metricsPort: 0 }, metrics: { serviceMonitor: { enabled: true } } })).toContain("needs router.metricsPort");
       expect(templateError({ ingress: { enabled: true, streaming: { preset: "alb", timeoutSeconds: 7200 } } })).toContain("at most 4000 with the alb preset");
     });
   });

@@ -99,6 +99,14 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if or .Values.apiKeys.existingSecret .Values.apiKeys.keys }}true{{ end -}}
 {{- end -}}
 
+{{- define "corral.adminApiKeysSecret" -}}
+{{- .Values.adminApiKeys.existingSecret | default (printf "%s-admin-api-keys" (include "corral.fullname" .)) -}}
+{{- end -}}
+
+{{- define "corral.adminApiKeysEnabled" -}}
+{{- if or .Values.adminApiKeys.existingSecret .Values.adminApiKeys.keys }}true{{ end -}}
+{{- end -}}
+
 {{- define "corral.redisSecret" -}}
 {{- .Values.redis.auth.existingSecret | default (include "corral.redisName" .) -}}
 {{- end -}}
@@ -134,6 +142,12 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- if and .Values.apiKeys.existingSecret .Values.apiKeys.keys -}}
 {{- fail "set either apiKeys.existingSecret (a Secret of yours) or apiKeys.keys (a Secret the chart makes), not both" -}}
+{{- end -}}
+{{- if and .Values.adminApiKeys.existingSecret .Values.adminApiKeys.keys -}}
+{{- fail "set either adminApiKeys.existingSecret (a Secret of yours) or adminApiKeys.keys (a Secret the chart makes), not both" -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (eq (int .Values.router.metricsPort) 0) (or (include "corral.apiKeysEnabled" .) (include "corral.adminApiKeysEnabled" .)) -}}
+{{- fail "metrics.serviceMonitor with API keys needs router.metricsPort: with keys on, /metrics on the main port needs a key, which Prometheus does not send" -}}
 {{- end -}}
 {{- if and .Values.redis.url (contains "@" .Values.redis.url) -}}
 {{- fail "redis.url must not hold credentials: put the password in a Secret (redis.auth.existingSecret) and the user in redis.auth.username" -}}
