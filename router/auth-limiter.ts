@@ -15,19 +15,26 @@ export interface AuthLimitSettings {
  * guessing would go on. Other clients are unaffected.
  *
  * With the router's Redis the counts are shared by its replicas (rate-limiter-flexible's
- * RateLimiterRedis); while Redis is unreachable each replica counts in memory on its own
- * (the limiter's insuranceLimiter).
+ * RateLimiterRedis). `redisUp` is the rate limiter's circuit breaker: while it is open (Redis
+ * unreachable or not answering) each replica counts in memory on its own, so that a stalled Redis
+ * does not hold up every authenticated request; a Redis error on a check falls back to memory too.
  */
 export class AuthFailureLimiter {
-  private readonly store: RateLimiterAbstract;
+  private readonly memory: RateLimiterMemory;
+  private readonly redisStore: RateLimiterRedis | undefined;
 
   constructor(
     readonly settings: AuthLimitSettings,
     redis?: Redis,
+    private readonly redisUp: () => boolean = () => true,
   ) {
     const options = { points: settings.failures, duration: settings.windowSeconds, keyPrefix: "corral:authfail" };
-    const memory = new RateLimiterMemory(options);
-    this.store = redis ? new RateLimiterRedis({ ...options, storeClient: redis, insuranceLimiter: memory }) : memory;
+    this.memory = new RateLimiterMemory(options);
+    this.redisStore = redis ? new RateLimiterRedis({ ...options, storeClient: redis, insuranceLimiter: this.memory }) : undefined;
+  }
+
+  private get store(): RateLimiterAbstract {
+    return this.redisStore && this.redisUp() ? this.redisStore : this.memory;
   }
 
   /** Seconds until a locked-out client may try again, or 0 when it may try now. */

@@ -7,10 +7,13 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { FakeRuntime } from "../test/router/fake-runtime.js";
+import { HAS_REDIS, NO_REDIS_MESSAGE, TestRedis } from "../test/router/redis.js";
 import { ApiKeys } from "./auth.js";
 import { StaticBackend } from "./backends/static.js";
 import { testRouterConfig, type RouterConfig } from "./config.js";
 import { run, type RouterHandle } from "./run.js";
+
+if (!HAS_REDIS) console.warn(NO_REDIS_MESSAGE);
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -25,6 +28,10 @@ async function startRouter(overrides: Partial<RouterConfig> = {}): Promise<Route
   const handle = await run(testRouterConfig({ rateLimitPoints: 0, trustedProxies: ["127.0.0.1"], ...overrides }), { backend });
   cleanups.push(() => handle.close());
   return handle;
+}
+
+async function detailOf(response: Response): Promise<string> {
+  return ((await response.json()) as { detail: string }).detail;
 }
 
 function headers(client: string, key?: string): Record<string, string> {
@@ -62,7 +69,7 @@ describe("failed authentication is limited per client", () => {
     // The right key does not end the lockout (or guessing would go on) ...
     const locked = await generate(router, "10.0.0.1", "right");
     expect(locked.status).toBe(429);
-    expect((await locked.json()).detail).toMatch(/^too many failed authentication attempts; retry in \d+ s$/);
+    expect(await detailOf(locked)).toMatch(/^too many failed authentication attempts; retry in \d+ s$/);
     // ... and other clients go on as before.
     expect((await generate(router, "10.0.0.2", "right")).status).toBe(200);
 
@@ -84,6 +91,20 @@ describe("failed authentication is limited per client", () => {
       status = (await generate(router, "10.0.0.1", "right")).status;
     }
     expect(status).toBe(200);
+  });
+
+  it.skipIf(!HAS_REDIS)("router replicas sharing a Redis share the count of each client's failures", async () => {
+    const redis = await TestRedis.start();
+    cleanups.push(() => redis.stop());
+    const [one, two] = [await startRouter({ apiKeys: ["right"], rateLimitPoints: 6000, rateLimitBurst: 1000, redisUrl: redis.url }), await startRouter({ apiKeys: ["right"], rateLimitPoints: 6000, rateLimitBurst: 1000, redisUrl: redis.url })];
+    expect(one.limiter?.mode).toBe("redis");
+    for (let i = 0; i < 5; i++) {
+      expect((await generate(one, "10.0.0.1", "wrong")).status).toBe(401);
+      expect((await generate(two, "10.0.0.1", "wrong")).status).toBe(401);
+    }
+    expect((await generate(one, "10.0.0.1", "right")).status).toBe(429);
+    expect((await generate(two, "10.0.0.1", "right")).status).toBe(429);
+    expect((await generate(two, "10.0.0.2", "right")).status).toBe(200);
   });
 
   it("--auth-failure-limit 0 turns the lockout off", async () => {
@@ -110,7 +131,7 @@ describe("admin keys", () => {
       expect(await response.json()).toEqual({ detail: `${route} needs an admin key` });
       response = await call(router, method, route, undefined, body);
       expect(response.status, route).toBe(401);
-      expect((await response.json()).detail).toMatch(/missing API key/);
+      expect(await detailOf(response)).toMatch(/missing API key/);
       response = await call(router, method, route, "nope", body);
       expect(response.status, route).toBe(401);
       expect(await response.json()).toEqual({ detail: "invalid API key" });
@@ -118,7 +139,7 @@ describe("admin keys", () => {
     expect((await call(router, "POST", "/models/unload", "root", { model_id: "tiny" })).status).toBe(200);
     const loaded = await call(router, "POST", "/models/load", "root", { model_id: "tiny" });
     expect(loaded.status).toBe(200);
-    expect((await loaded.json()).model_id).toBe("tiny");
+    expect(((await loaded.json()) as { model_id: string }).model_id).toBe("tiny");
     expect((await call(router, "GET", "/system/info", "root")).status).toBe(200);
     // Both kinds of key generate and read the model list.
     expect((await generate(router, "10.0.0.9", "user")).status).toBe(200);
@@ -159,7 +180,7 @@ describe("/metrics and /docs with keys on", () => {
     for (const route of ["/metrics", "/docs", "/docs/json"]) {
       const response = await fetch(`${router.url}${route}`);
       expect(response.status, route).toBe(401);
-      expect((await response.json()).detail).toMatch(/missing API key/);
+      expect(await detailOf(response)).toMatch(/missing API key/);
     }
     const metrics = await fetch(`${router.url}/metrics`, { headers: { authorization: "Bearer user" } });
     expect(metrics.status).toBe(200);

@@ -143,7 +143,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
       : undefined;
   const authLimiter =
     (apiKeys.enabled || adminKeys.enabled) && config.authFailureLimit > 0
-      ? new AuthFailureLimiter({ failures: config.authFailureLimit, windowSeconds: config.authFailureWindowSeconds }, redis)
+      ? new AuthFailureLimiter({ failures: config.authFailureLimit, windowSeconds: config.authFailureWindowSeconds }, redis, () => limiter?.mode === "redis")
       : undefined;
   const proxy = new UpstreamProxy(backend, metrics, config.readyWaitSeconds * 1000);
   backend.trackInFlight?.((endpoint) => proxy.inFlightTo(endpoint));
