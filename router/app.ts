@@ -40,8 +40,11 @@ export interface RouterAppOptions {
   metrics: RouterMetrics;
   proxy: UpstreamProxy;
   version: string;
-  /** Set by run() when the router starts shutting down: new requests get 503. */
-  lifecycle: { closing: boolean };
+  /**
+   * Set by run() when the router starts shutting down: new requests get 503. `inFlight` counts
+   * the requests being answered, so run() knows when the drain is done.
+   */
+  lifecycle: { closing: boolean; inFlight: number };
 }
 
 type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
@@ -160,6 +163,7 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
   app.addHook("onRequest", async (request, reply) => {
     const context = contextOf(request);
     counts.inFlight++;
+    lifecycle.inFlight++;
     reply.raw.once("close", () => account(request, reply, context));
     // A web page whose name an attacker re-points at 127.0.0.1 sends its own name as Host.
     const host = request.headers.host;
@@ -220,6 +224,7 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
 
   function account(request: FastifyRequest, reply: FastifyReply, context: RequestContext): void {
     counts.inFlight--;
+    lifecycle.inFlight--;
     counts.total++;
     const finished = reply.raw.writableFinished;
     // 499: the client closed the connection before the answer was complete (nginx's convention).

@@ -148,3 +148,37 @@ describe("slow clients and connection bounds", () => {
     expect(connectionsPerClient(routerConfig({ backend: "kubernetes", maxConnectionsPerClient: "200" }))).toBe(200);
   });
 });
+
+describe("shutting down", () => {
+  it("keeps listening while a stream finishes: a new request gets 503 with Retry-After and Connection: close, the stream ends intact", async () => {
+    const fake = await new FakeRuntime("tiny").start();
+    cleanups.push(() => fake.close());
+    fake.eventDelayMs = 300;
+    const backend = new StaticBackend([{ modelId: "tiny", endpoints: [{ id: "tiny", url: fake.url }] }]);
+    const router = await run(testRouterConfig({ rateLimitPoints: 0, drainSeconds: 10 }), { backend, logger: capturedLogger().logger });
+    cleanups.push(() => router.close());
+    const stream = fetch(`${router.url}/generate`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "hi", stream: true }),
+    }).then((response) => response.text());
+    const deadline = Date.now() + 5000;
+    while (fake.active === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(fake.active).toBe(1);
+
+    const closing = router.close();
+    const body = '{"prompt":"hi"}';
+    const answer = parseAnswer(
+      await rawExchange(router.port, `POST /generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`),
+    );
+    expect(answer.status).toBe(503);
+    expect(answer.headers["retry-after"]).toMatch(/^\d+$/);
+    expect(answer.headers.connection).toBe("close");
+    expect(JSON.parse(answer.body)).toEqual({ detail: "the router is shutting down" });
+
+    const streamed = await stream;
+    expect(streamed).toContain("data: [DONE]");
+    expect(streamed).not.toContain("event: error");
+    await closing;
+  });
+});

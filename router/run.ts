@@ -17,6 +17,9 @@ import { createRouterMetrics, type RouterMetrics } from "./metrics.js";
 import { UpstreamProxy } from "./proxy.js";
 import { RateLimiter } from "./ratelimit.js";
 
+/** How often a draining router checks whether its last request has finished. */
+const DRAIN_POLL_MS = 20;
+
 export interface RouterHandle {
   /** Base URL the router listens on, e.g. http://127.0.0.1:8000. */
   url: string;
@@ -147,7 +150,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
       : undefined;
   const proxy = new UpstreamProxy(backend, metrics, config.readyWaitSeconds * 1000);
   backend.trackInFlight?.((endpoint) => proxy.inFlightTo(endpoint));
-  const lifecycle = { closing: false };
+  const lifecycle = { closing: false, inFlight: 0 };
 
   const app = createHttpServer(
     { logger, bodyLimitBytes: config.bodyLimitBytes, requestTimeoutSeconds: config.requestTimeoutSeconds, maxConnectionsPerClient: connectionsPerClient(config) },
@@ -194,6 +197,16 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
     logger.info({ drainSeconds: config.drainSeconds }, "router stopping");
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, config.drainSeconds * 1000)));
+    // Still listening while requests are in flight: one that arrives during the drain (before
+    // the load balancer has taken this replica out) gets 503 with Retry-After and Connection:
+    // close, which clients retry elsewhere, rather than a refused connection.
+    let polling: NodeJS.Timeout | undefined;
+    const idle = new Promise<void>((resolve) => {
+      const check = () => (lifecycle.inFlight <= 0 ? resolve() : (polling = setTimeout(check, DRAIN_POLL_MS)));
+      check();
+    });
+    await Promise.race([idle, deadline]);
+    clearTimeout(polling);
     const closed = app.close();
     // Connections whose last answer ends during the drain are closed as soon as they are idle,
     // rather than when the client's keep-alive timer runs out.
