@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FakeRuntime } from "../test/router/fake-runtime.js";
 import { StaticBackend } from "./backends/static.js";
-import { ModelStartError, type Endpoint } from "./backends/types.js";
+import { ModelStartError, ModelsBusyError, type Endpoint } from "./backends/types.js";
 import { testRouterConfig, type RouterConfig } from "./config.js";
 import { run, type RouterHandle } from "./run.js";
 
@@ -313,6 +313,21 @@ describe("models", () => {
     const response = await post(`${router.url}/generate`, { prompt: "x" });
     expect(response.status).toBe(503);
     expect((await jsonOf(response)).detail).toBe("model broken could not be started: no such file");
+  });
+
+  it("a load refused because every loaded model is busy is 503 with Retry-After; another failure has none", async () => {
+    const busy = new ManualBackend(["a", "b"], {});
+    busy.load = (modelId: string) => Promise.reject(new ModelsBusyError(modelId, `model ${modelId} cannot start now: all loaded models are busy`));
+    const router = await startRouter(busy);
+    const refused = await post(`${router.url}/models/load`, { model_id: "b" });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect((await jsonOf(refused)).detail).toBe("model b cannot start now: all loaded models are busy");
+    const broken = new ManualBackend(["a", "b"], {});
+    broken.load = (modelId: string) => Promise.reject(new ModelStartError(modelId, `model ${modelId} could not be started: no such file`));
+    const failed = await post(`${(await startRouter(broken)).url}/models/load`, { model_id: "b" });
+    expect(failed.status).toBe(503);
+    expect(failed.headers.get("retry-after")).toBeNull();
   });
 
   it("answers 504 when /models/load times out", async () => {

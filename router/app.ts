@@ -20,7 +20,7 @@ import { badRequest, forbidden, gatewayTimeout, HttpError, notFound, payloadTooL
 import { parseJsonBody } from "../common/http.js";
 import type { AuthFailureLimiter } from "./auth-limiter.js";
 import { ApiKeys } from "./auth.js";
-import { ModelStartError, type Backend, type Endpoint } from "./backends/types.js";
+import { ModelStartError, ModelsBusyError, type Backend, type Endpoint } from "./backends/types.js";
 import { allowedHostNames, hostName, type RouterConfig } from "./config.js";
 import type { RouterMetrics } from "./metrics.js";
 import type { UpstreamProxy } from "./proxy.js";
@@ -416,10 +416,10 @@ export async function routerApp(app: App, options: RouterAppOptions): Promise<vo
       try {
         await backend.load(modelId, AbortSignal.any([timeout, clientGone]));
       } catch (error) {
-        if (error instanceof ModelStartError) throw serviceUnavailable(error.message);
+        if (error instanceof ModelStartError) throw serviceUnavailable(error.message, error instanceof ModelsBusyError ? RETRY_AFTER_SECONDS : undefined);
         if (clientGone.aborted) throw CLIENT_CLOSED;
         if (!timeout.aborted) throw error;
-        throw gatewayTimeout(`model ${modelId} is not ready after ${config.loadTimeoutSeconds} s; it is still loading: GET /models/current shows its progress`);
+        throw gatewayTimeout(`model ${modelId} is not ready after ${config.loadTimeoutSeconds} s; it is still loading: GET /models/available shows its state`);
       }
       return await modelInfo(modelId);
     },
