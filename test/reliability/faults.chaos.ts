@@ -14,7 +14,8 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocalBackend } from "../../router/backends/local.js";
 import { CLI, waitFor } from "../helpers/runtime.js";
-import { ChaosRedis, freePort, MODEL_DIR, printTable, rawRequest, sseData, startServe, waitForModel, writeCatalog, type Serve } from "./harness.js";
+import { TestRedis } from "../router/redis.js";
+import { freePort, MODEL_DIR, printTable, rawRequest, sseData, startServe, waitForModel, writeCatalog, type Serve } from "./harness.js";
 
 interface Row {
   scenario: string;
@@ -259,15 +260,15 @@ describe("faults against corral serve", () => {
 });
 
 describe("Redis stopped and hung under load", () => {
-  let redis: ChaosRedis;
+  let redis: TestRedis;
   let serve: Serve;
   beforeAll(async () => {
-    redis = await ChaosRedis.start();
+    redis = await TestRedis.start();
     serve = await startServe({ redisUrl: redis.url, rateLimitPoints: 1_000_000, rateLimitDuration: 1, rateLimitBurst: 1_000_000 });
   }, 300_000);
   afterAll(async () => {
     await serve?.stop();
-    await redis?.kill();
+    await redis?.stop();
   }, 60_000);
 
   const rateLimiterState = async () => ((await (await fetch(`${serve.url}/health`)).json()) as { components: { rate_limiter: string } }).components.rate_limiter;
@@ -285,12 +286,12 @@ describe("Redis stopped and hung under load", () => {
       });
       await sleep(1500);
       const faultAt = performance.now();
-      if (fault === "SIGSTOP") redis.signal("SIGSTOP");
-      else await redis.kill();
+      if (fault === "SIGSTOP") redis.pause();
+      else await redis.stop();
       await sleep(fault === "SIGSTOP" ? 4000 : 3000);
       const healedAt = performance.now();
-      if (fault === "SIGSTOP") redis.signal("SIGCONT");
-      else await redis.startAgain();
+      if (fault === "SIGSTOP") redis.unpause();
+      else await redis.resume();
       let recovered = true;
       await waitFor(async () => (await rateLimiterState()) === "redis", "the rate limiter back on Redis", 30_000).catch(() => (recovered = false));
       s.recovery = recovered ? `${ms(performance.now() - healedAt)} (to rate_limiter=redis)` : "not within 30 s";

@@ -2,7 +2,6 @@
 // client that can send what fetch refuses (any header, any body), a redis-server the test can
 // stop, hang and restart, and the table the suite prints at the end.
 
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
@@ -151,58 +150,6 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-async function canConnect(port: number): Promise<boolean> {
-  return await new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
-
-/** A redis-server of the test's own that it can SIGSTOP, SIGCONT, kill and start again on the same port. */
-export class ChaosRedis {
-  private child: ChildProcess | undefined;
-  private constructor(readonly port: number) {}
-
-  static async start(): Promise<ChaosRedis> {
-    const redis = new ChaosRedis(await freePort());
-    await redis.startAgain();
-    return redis;
-  }
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  async startAgain(): Promise<void> {
-    const child = spawn("redis-server", ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
-    this.child = child;
-    const deadline = Date.now() + 10_000;
-    while (!(await canConnect(this.port))) {
-      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-      if (Date.now() > deadline) throw new Error("redis-server did not start");
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
-
-  signal(signal: "SIGSTOP" | "SIGCONT"): void {
-    this.child?.kill(signal);
-  }
-
-  async kill(): Promise<void> {
-    const child = this.child;
-    this.child = undefined;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    child.kill("SIGCONT");
-    child.kill("SIGKILL");
-    await exited;
-  }
 }
 
 /** Prints rows as an aligned text table (what `npm run test:chaos` and the fuzz suite end with). */
