@@ -2,7 +2,6 @@ import { Command } from "commander";
 import { addSettings, settingsFromOptions } from "../common/config.js";
 import { runProcess } from "../common/process.js";
 import { OPERATOR_SETTINGS, operatorConfig } from "./config.js";
-import { run } from "./run.js";
 
 /** `corral operator`: reconciles Model resources into Deployments and Services. */
 export function operatorCommand(): Command {
@@ -11,6 +10,8 @@ export function operatorCommand(): Command {
   command.action(async (options: Record<string, unknown>) => {
     await runProcess(async () => {
       const config = operatorConfig(settingsFromOptions(options, OPERATOR_SETTINGS));
+      // Loaded once the settings are valid: `corral --help` and the other commands never load it.
+      const { run } = await import("./run.js");
       return (await run(config)).close;
     });
   });

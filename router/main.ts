@@ -5,7 +5,6 @@ import { KUBERNETES_SETTINGS, LOCAL_SETTINGS, ROUTER_HOST_SETTING, ROUTER_SETTIN
 
 const CLUSTER_SETTINGS = [ROUTER_HOST_SETTING, ...ROUTER_SETTINGS, ...STATIC_SETTINGS, ...KUBERNETES_SETTINGS];
 const SERVE_SETTINGS = [SERVE_HOST_SETTING, ...ROUTER_SETTINGS, ...LOCAL_SETTINGS];
-import { run } from "./run.js";
 
 /** `corral router`: the public API in front of runtimes that run elsewhere (Kubernetes, or --upstream). */
 export function routerCommand(): Command {
@@ -15,6 +14,8 @@ export function routerCommand(): Command {
     await runProcess(async () => {
       const settings = settingsFromOptions(options, CLUSTER_SETTINGS);
       const config = routerConfig({ ...settings, backend: settings.backend ?? (settings.upstream ? "static" : "kubernetes") });
+      // Loaded once the settings are valid: `corral --help` and the other commands never load it.
+      const { run } = await import("./run.js");
       return (await run(config)).close;
     });
   });
@@ -28,6 +29,8 @@ export function serveCommand(): Command {
   command.action(async (options: Record<string, unknown>) => {
     await runProcess(async () => {
       const config = routerConfig({ ...settingsFromOptions(options, SERVE_SETTINGS), backend: "local" });
+      // Loaded once the settings are valid: `corral --help` and the other commands never load it.
+      const { run } = await import("./run.js");
       return (await run(config)).close;
     });
   });

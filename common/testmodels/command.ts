@@ -1,5 +1,4 @@
 import { Command, Option } from "commander";
-import { makeTestModel } from "./make.js";
 
 /** `corral make-test-model`: writes a generated GGUF model for tests and benchmarks. */
 export function makeTestModelCommand(): Command {
@@ -9,6 +8,7 @@ export function makeTestModelCommand(): Command {
     .addOption(new Option("--type <type>", "tensor type").choices(["f32", "f16", "q8_0"]))
     .requiredOption("--out <file>", "output file")
     .action(async (options: { kind: "tiny" | "successor" | "bench"; type?: "f32" | "f16" | "q8_0"; out: string }) => {
+      const { makeTestModel } = await import("./make.js");
       const result = await makeTestModel({ kind: options.kind, type: options.type, out: options.out });
       process.stdout.write(`${result.path} (${result.bytes} bytes)\n`);
     });
