@@ -2,9 +2,9 @@
 // guessing), admin keys for model management, and /metrics and /docs behind keys (--metrics-port).
 
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { freePort } from "../test/helpers/net.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { FakeRuntime } from "../test/router/fake-runtime.js";
 import { HAS_REDIS, NO_REDIS_MESSAGE, TestRedis } from "../test/router/redis.js";
@@ -40,14 +40,6 @@ function headers(client: string, key?: string): Record<string, string> {
 
 async function generate(router: RouterHandle, client: string, key?: string): Promise<Response> {
   return await fetch(`${router.url}/generate`, { method: "POST", headers: headers(client, key), body: JSON.stringify({ prompt: "x" }) });
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 describe("failed authentication is limited per client", () => {

@@ -1,12 +1,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { once } from "node:events";
-import { createServer } from "node:net";
 import path from "node:path";
 import { PACKAGE_ROOT } from "../../common/package-root.js";
 import { pino } from "pino";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { runtimeConfig } from "../../runtime/config.js";
 import { run, type RuntimeHandle } from "../../runtime/run.js";
+import { freePort } from "./net.js";
 
 export const REPO_ROOT = PACKAGE_ROOT;
 export const CLI = path.join(REPO_ROOT, "dist/bin/corral.js");
@@ -19,15 +18,7 @@ export async function startRuntime(settings: Record<string, unknown>): Promise<R
   return handle;
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  server.close();
-  if (typeof address !== "object" || !address) throw new Error("no port");
-  return address.port;
-}
+export { freePort };
 
 export interface ChildRuntime {
   child: ChildProcess;

@@ -12,10 +12,10 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { get as httpsGet } from "node:https";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
+import { freePort } from "../helpers/net.js";
 
 export const ASSETS_ENV = "CORRAL_KUBE_ASSETS";
 const BINARIES = ["etcd", "kube-apiserver", "kube-controller-manager"] as const;
@@ -44,17 +44,7 @@ export function findKubeAssets(): { dir?: string; reason?: string } {
   return { dir };
 }
 
-export async function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, host, () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 function openssl(dir: string, ...args: string[]): void {
   execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });

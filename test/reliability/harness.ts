@@ -4,13 +4,13 @@
 
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { routerConfig } from "../../router/config.js";
 import { run, type RouterHandle } from "../../router/run.js";
 import { waitFor } from "../helpers/runtime.js";
 import { ensureTestModel, REPO_ROOT } from "../helpers/test-models.js";
+import { freePort } from "../helpers/net.js";
 
 export const MODEL_DIR = path.join(REPO_ROOT, ".cache", "router-test-models");
 
@@ -141,16 +141,7 @@ export function sseData(body: string): { data: string[]; errorEvents: number; do
   return { data, errorEvents, done: data.at(-1) === "[DONE]" };
 }
 
-export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** Prints rows as an aligned text table (what `npm run test:chaos` and the fuzz suite end with). */
 export function printTable(title: string, rows: Record<string, string | number>[]): string {

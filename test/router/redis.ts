@@ -1,31 +1,9 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import net from "node:net";
+import { canConnect, freePort } from "../helpers/net.js";
 
 /** True when `redis-server` is on the PATH (CI installs it; see .ci/run). */
 export const HAS_REDIS = spawnSync("redis-server", ["--version"], { stdio: "ignore" }).status === 0;
 export const NO_REDIS_MESSAGE = "redis-server is not installed (apt-get install -y redis-server): skipping the Redis rate-limit tests";
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function canConnect(port: number): Promise<boolean> {
-  return await new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
 
 /** A redis-server of the test's own, on a random loopback port, that the test can stop and start again. */
 export class TestRedis {
