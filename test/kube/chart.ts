@@ -18,6 +18,8 @@ import { KubernetesBackend, STATE_KEY } from "../../router/backends/kubernetes.j
 import { LAYER_PACKAGES, extractFromLayer, templateRelease, type KubeObject } from "../chart/helm.js";
 import type { RealKube } from "./cluster.js";
 import { tokenKubeconfig } from "./control-plane.js";
+import { setPodReady } from "./kubelet-status.js";
+import { waitFor } from "./wait.js";
 
 const run = promisify(execFile);
 
@@ -66,19 +68,8 @@ export async function kubectl(kube: RealKube, args: string[]): Promise<string> {
 }
 
 /** Polls until `check` returns a truthy value; fails after the deadline with the last error. */
-export async function waitUntil<T>(what: string, check: () => Promise<T | undefined | false | null> | T | undefined | false | null, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ""}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+export function waitUntil<T>(what: string, check: () => Promise<T | undefined | false | null> | T | undefined | false | null, timeoutMs = 30_000): Promise<T> {
+  return waitFor(check, { message: `timed out waiting for ${what}`, timeoutMs, intervalMs: 100 }) as Promise<T>;
 }
 
 export interface InstalledChart {
@@ -245,25 +236,6 @@ export function forbidden(entries: readonly AuditEntry[]): string[] {
 }
 
 /** Marks a pod Ready with an IP, as a kubelet would (there is none): a status patch as the admin. */
-export async function setPodReady(kube: RealKube, namespace: string, name: string, podIP = "127.0.0.1"): Promise<void> {
-  const admin = new KubeClient(kube.kubeConfig);
-  const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
-  await admin.mergePatch(RESOURCES.pods, namespace, name, {
-    status: {
-      phase: "Running",
-      podIP,
-      podIPs: [{ ip: podIP }],
-      startTime: now,
-      conditions: [
-        { type: "PodScheduled", status: "True", lastTransitionTime: now },
-        { type: "Initialized", status: "True", lastTransitionTime: now },
-        { type: "ContainersReady", status: "True", lastTransitionTime: now },
-        { type: "Ready", status: "True", lastTransitionTime: now },
-      ],
-    },
-  }, { subresource: "status" });
-}
-
 // -------------------------------------------------------------------------------------------------
 // One Model's whole life, driven through the operator (in-process, run()) and the router's
 // Kubernetes backend, each with the identity it is given. The admin plays the user (applies,
@@ -349,7 +321,7 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
     const loading = backend.load(name, AbortSignal.timeout(timeoutMs));
     loading.catch(() => undefined);
     const pod = await waitUntil("a pod of the Model (made by the Deployment controller)", async () => (await admin.list<Pod>(RESOURCES.pods, namespace, { labelSelector: selector })).items[0], timeoutMs);
-    await setPodReady(kube, namespace, pod.metadata.name);
+    await setPodReady(admin, namespace, pod.metadata.name);
     await loading;
     await phase((p) => p === "Ready", "Ready");
     const loaded = await waitUntil("the router's current model", currentModel, timeoutMs);

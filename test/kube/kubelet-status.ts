@@ -8,9 +8,7 @@
 // runs pods is test/kube/pod-runner.ts.
 
 import { RESOURCES, type KubeClient } from "../../common/kube-client.js";
-import type { Pod } from "../../common/kube-types.js";
-
-const kubeTime = (date = new Date()) => date.toISOString().replace(/\.\d{3}Z$/, "Z");
+import { kubeTime, type Pod } from "../../common/kube-types.js";
 
 type PodCondition = { type: string; status: string; lastTransitionTime?: string };
 

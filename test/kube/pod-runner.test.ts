@@ -13,6 +13,7 @@ import type { KubeObject, Lease } from "../../common/kube-types.js";
 import { REPO_ROOT, TEST_MODEL_DIR, ensureTestModel } from "../helpers/test-models.js";
 import { realKube } from "./cluster.js";
 import { startPodRunner, type PodRunner } from "./pod-runner.js";
+import { waitFor as pollFor } from "./wait.js";
 
 const kube = realKube();
 
@@ -60,19 +61,16 @@ interface PodStatus {
 }
 type Pod = KubeObject & { spec: Record<string, any>; status?: PodStatus };
 
+/** The shared poller (test/kube/wait.ts), where any value but undefined and false counts as done. */
 async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
+  const done = await pollFor(
+    async () => {
       const value = await check();
-      if (value !== undefined && value !== false) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (last error: ${(last as Error).message})` : ""}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+      return value !== undefined && value !== false ? { value } : undefined;
+    },
+    { message: what, timeoutMs, intervalMs: everyMs },
+  );
+  return done.value;
 }
 
 const isReady = (pod: Pod | undefined) => pod?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
