@@ -14,9 +14,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { KubeClient, RESOURCES } from "../common/kube-client.js";
-import type { KubeObject, Lease } from "../common/kube-types.js";
-import { MODELS as MODEL_RESOURCE, MODEL_CRD_NAME, loadModelCrd, type Model } from "../common/model-resource.js";
+import { KubeClient, RESOURCES } from "../common/kube/client.js";
+import type { KubeObject, Lease } from "../common/kube/types.js";
+import { MODELS as MODEL_RESOURCE, MODEL_CRD_NAME, loadModelCrd, type Model } from "../common/kube/model-resource.js";
 import { PACKAGE_ROOT } from "../common/package-root.js";
 import { findKubeAssets, startControlPlane } from "../test/kube/control-plane.js";
 import { startFaultProxy, type FaultProxy } from "../test/kube/fault-proxy.js";

@@ -6,8 +6,8 @@ import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { KubeClient, describeKubeError, errorCode } from "../common/kube-client.js";
-import { MODELS, loadModelCrd, type Model } from "../common/model-resource.js";
+import { KubeClient, describeKubeError, errorCode } from "../common/kube/client.js";
+import { MODELS, loadModelCrd, type Model } from "../common/kube/model-resource.js";
 import { packagePath } from "../common/package-root.js";
 import { NO_CLUSTER, startCluster, type TestCluster } from "../test/operator/harness.js";
 

@@ -107,19 +107,3 @@ export function operatorConfig(input: Record<string, unknown>): OperatorConfig {
   }
   return config;
 }
-
-/** A configuration for tests: ephemeral loopback port, quiet logs, short timings. */
-export function testOperatorConfig(overrides: Partial<OperatorConfig> = {}): OperatorConfig {
-  return operatorConfig({
-    host: "127.0.0.1",
-    port: 0,
-    logLevel: "silent",
-    leaseDurationSeconds: 2,
-    renewDeadlineSeconds: 1.5,
-    retryPeriodSeconds: 0.25,
-    progressSeconds: 0.5,
-    retryMaxSeconds: 2,
-    shutdownSeconds: 5,
-    ...overrides,
-  });
-}

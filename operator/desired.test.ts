@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { ANNOTATIONS, type Model, type ModelSpec } from "../common/model-resource.js";
-import { testOperatorConfig } from "./config.js";
+import { ANNOTATIONS, type Model, type ModelSpec } from "../common/kube/model-resource.js";
 import { desiredDeployment, desiredPvc, desiredService, runtimeArgs, serviceEndpoint, specHash } from "./desired.js";
+import { testOperatorConfig } from "../test/helpers/config.js";
 
 const settings = testOperatorConfig({ image: "corral:cpu", gpuImage: "corral:cuda" });
 

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { EnvVar, KubeObject, OwnerReference } from "../common/kube-types.js";
+import type { EnvVar, KubeObject, OwnerReference } from "../common/kube/types.js";
 import {
   ANNOTATIONS,
   LABELS,
@@ -12,7 +12,7 @@ import {
   modelIdOf,
   type Model,
   type ModelSamplingDefaults,
-} from "../common/model-resource.js";
+} from "../common/kube/model-resource.js";
 import type { OperatorConfig } from "./config.js";
 import { RUNTIME_PROCESS_ENV } from "../common/runtime-env.js";
 

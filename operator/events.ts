@@ -1,6 +1,6 @@
 import type { Logger } from "../common/logger.js";
-import { RESOURCES, describeKubeError, isNotFound, type KubeClient } from "../common/kube-client.js";
-import { kubeTime, type KubeObject } from "../common/kube-types.js";
+import { RESOURCES, describeKubeError, isNotFound, type KubeClient } from "../common/kube/client.js";
+import { kubeTime, type KubeObject } from "../common/kube/types.js";
 
 /**
  * Kubernetes Events on Models, what `kubectl describe model x` shows under "Events". Like

@@ -1,6 +1,6 @@
 import type { Logger } from "../common/logger.js";
-import { RESOURCES, describeKubeError, isConflict, type KubeClient } from "../common/kube-client.js";
-import { kubeMicroTime, type Lease } from "../common/kube-types.js";
+import { RESOURCES, describeKubeError, isConflict, type KubeClient } from "../common/kube/client.js";
+import { kubeMicroTime, type Lease } from "../common/kube/types.js";
 
 /**
  * Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection does it:

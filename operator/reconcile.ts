@@ -1,7 +1,7 @@
 import type { Logger } from "../common/logger.js";
-import { RESOURCES, describeKubeError, errorCode, isNotFound, isRetriable, type KubeClient, type ResourceType } from "../common/kube-client.js";
-import type { Informer } from "../common/kube-informer.js";
-import { controllerOf, splitKey, type Deployment, type KubeObject, type PersistentVolumeClaim, type Pod, type Service } from "../common/kube-types.js";
+import { RESOURCES, describeKubeError, errorCode, isNotFound, isRetriable, type KubeClient, type ResourceType } from "../common/kube/client.js";
+import type { Informer } from "../common/kube/informer.js";
+import { controllerOf, splitKey, type Deployment, type KubeObject, type PersistentVolumeClaim, type Pod, type Service } from "../common/kube/types.js";
 import {
   ANNOTATIONS,
   LABELS,
@@ -14,7 +14,7 @@ import {
   modelIdOf,
   type Model,
   type ModelStatus,
-} from "../common/model-resource.js";
+} from "../common/kube/model-resource.js";
 import type { OperatorConfig } from "./config.js";
 import { FIELD_MANAGER, desiredDeployment, desiredPvc, desiredService, serviceEndpoint } from "./desired.js";
 import type { EventRecorder } from "./events.js";
@@ -154,7 +154,7 @@ export class Reconciler {
         problems.push({
           reason: "Forbidden",
           fatal: true,
-          message: `the operator may not create the Model's objects: ${describeKubeError(error)}. Check the operator's RBAC (common/rbac.ts, the Helm chart's Roles).`,
+          message: `the operator may not create the Model's objects: ${describeKubeError(error)}. Check the operator's RBAC (common/kube/rbac.ts, the Helm chart's Roles).`,
         });
         forbidden = true;
       } else if (!isRetriable(error)) {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { Deployment, Pod } from "../common/kube-types.js";
-import type { Model, ModelStatus } from "../common/model-resource.js";
+import type { Deployment, Pod } from "../common/kube/types.js";
+import type { Model, ModelStatus } from "../common/kube/model-resource.js";
 import { computeStatus, getCondition, sameStatus, setCondition, type Observation, type RuntimeInfo } from "./status.js";
 
 const now = new Date("2025-01-02T03:04:05Z");

@@ -1,6 +1,6 @@
-import type { Condition, Deployment, Pod } from "../common/kube-types.js";
-import { RUNTIME_CONTAINER, modelIdOf, modelSelector, type Model, type ModelPhase, type ModelStatus } from "../common/model-resource.js";
-import { kubeTime } from "../common/kube-types.js";
+import type { Condition, Deployment, Pod } from "../common/kube/types.js";
+import { RUNTIME_CONTAINER, modelIdOf, modelSelector, type Model, type ModelPhase, type ModelStatus } from "../common/kube/model-resource.js";
+import { kubeTime } from "../common/kube/types.js";
 
 /**
  * A Model's status from what its children report: pure functions, unit-tested without an API

@@ -2,8 +2,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FakeRuntime } from "../test/router/fake-runtime.js";
 import { StaticBackend } from "./backends/static.js";
 import { ModelStartError, ModelsBusyError, type Endpoint } from "./backends/types.js";
-import { testRouterConfig, type RouterConfig } from "./config.js";
+import { type RouterConfig } from "./config.js";
 import { run, type RouterHandle } from "./run.js";
+import { testRouterConfig } from "../test/helpers/config.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {

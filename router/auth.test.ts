@@ -10,8 +10,9 @@ import { FakeRuntime } from "../test/router/fake-runtime.js";
 import { HAS_REDIS, NO_REDIS_MESSAGE, TestRedis } from "../test/router/redis.js";
 import { ApiKeys } from "./auth.js";
 import { StaticBackend } from "./backends/static.js";
-import { testRouterConfig, type RouterConfig } from "./config.js";
+import { type RouterConfig } from "./config.js";
 import { run, type RouterHandle } from "./run.js";
+import { testRouterConfig } from "../test/helpers/config.js";
 
 if (!HAS_REDIS) console.warn(NO_REDIS_MESSAGE);
 

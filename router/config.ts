@@ -238,8 +238,3 @@ export function parseUpstream(text: string): { modelId: string; url: string } {
   }
   return { modelId, url };
 }
-
-/** A configuration for tests: ephemeral loopback port, quiet logs, everything else default. */
-export function testRouterConfig(overrides: Partial<RouterConfig> = {}): RouterConfig {
-  return routerConfig({ host: "127.0.0.1", port: 0, logLevel: "silent", drainSeconds: 2, ...overrides });
-}

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeRuntime } from "../test/router/fake-runtime.js";
 import { StaticBackend } from "./backends/static.js";
-import { testRouterConfig } from "./config.js";
 import { run, type RouterHandle } from "./run.js";
 import { parseAnswer, rawExchange, type RawAnswer } from "../test/helpers/raw-http.js";
+import { testRouterConfig } from "../test/helpers/config.js";
 
 let fake: FakeRuntime;
 let router: RouterHandle;

@@ -5,9 +5,10 @@ import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { FakeRuntime } from "../test/router/fake-runtime.js";
 import { StaticBackend } from "./backends/static.js";
-import { testRouterConfig, type RouterConfig } from "./config.js";
+import { type RouterConfig } from "./config.js";
 import { run, type RouterHandle } from "./run.js";
 import { parseAnswer, rawExchange } from "../test/helpers/raw-http.js";
+import { testRouterConfig } from "../test/helpers/config.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {

@@ -6,7 +6,7 @@ import { VERSION } from "../common/version.js";
 import { metricsApp, routerApp } from "./app.js";
 import { AuthFailureLimiter } from "./auth-limiter.js";
 import { ApiKeys } from "./auth.js";
-import { KubeClient, loadKubeConfig, podNamespace } from "../common/kube-client.js";
+import { KubeClient, loadKubeConfig, podNamespace } from "../common/kube/client.js";
 import { KubernetesBackend } from "./backends/kubernetes.js";
 import { LocalBackend, type LocalTiming } from "./backends/local.js";
 import { StaticBackend } from "./backends/static.js";

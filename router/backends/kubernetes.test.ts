@@ -6,9 +6,9 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { pino } from "pino";
-import { KubeClient, RESOURCES } from "../../common/kube-client.js";
-import type { ConfigMap, Pod } from "../../common/kube-types.js";
-import { MODELS, type Model } from "../../common/model-resource.js";
+import { KubeClient, RESOURCES } from "../../common/kube/client.js";
+import type { ConfigMap, Pod } from "../../common/kube/types.js";
+import { MODELS, type Model } from "../../common/kube/model-resource.js";
 import { installCrd, realKube } from "../../test/kube/cluster.js";
 import { startFaultProxy, type FaultProxy } from "../../test/kube/fault-proxy.js";
 import { setPodReady } from "../../test/kube/kubelet-status.js";

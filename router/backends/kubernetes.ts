@@ -1,8 +1,8 @@
 import type { Logger } from "../../common/logger.js";
-import { RESOURCES, describeKubeError, isNotFound, type KubeClient } from "../../common/kube-client.js";
-import { Informer } from "../../common/kube-informer.js";
-import { objectKey, type ConfigMap, type KubeObject, type Pod } from "../../common/kube-types.js";
-import { LABELS, MODELS, RUNTIME_CONTAINER, RUNTIME_PORT_NAME, effectiveReplicas, modelIdOf, type Model } from "../../common/model-resource.js";
+import { RESOURCES, describeKubeError, isNotFound, type KubeClient } from "../../common/kube/client.js";
+import { Informer } from "../../common/kube/informer.js";
+import { objectKey, type ConfigMap, type KubeObject, type Pod } from "../../common/kube/types.js";
+import { LABELS, MODELS, RUNTIME_CONTAINER, RUNTIME_PORT_NAME, effectiveReplicas, modelIdOf, type Model } from "../../common/kube/model-resource.js";
 import { ModelStartError, type Backend, type CatalogEntry, type Endpoint, type ModelState, type ModelStatus } from "./types.js";
 
 /**

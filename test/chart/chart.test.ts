@@ -1,5 +1,5 @@
 // The Helm chart (charts/corral), rendered with `helm template` over a matrix of values and checked
-// against the code it deploys: the RBAC lists in common/rbac.ts, the settings each process parses,
+// against the code it deploys: the RBAC lists in common/kube/rbac.ts, the settings each process parses,
 // the probe paths the processes answer, the labels the operator gives model pods, the Model CRD.
 
 import { readFileSync } from "node:fs";
@@ -8,8 +8,8 @@ import { pino } from "pino";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { createHttpServer } from "../../common/http.js";
-import { MODEL_CRD_FILE, type Model } from "../../common/model-resource.js";
-import { OPERATOR_LEADER_ELECTION_RULES, OPERATOR_RULES, ROUTER_RULES } from "../../common/rbac.js";
+import { MODEL_CRD_FILE, type Model } from "../../common/kube/model-resource.js";
+import { OPERATOR_LEADER_ELECTION_RULES, OPERATOR_RULES, ROUTER_RULES } from "../../common/kube/rbac.js";
 import type { SettingSpec } from "../../common/config.js";
 import { healthApp } from "../../operator/app.js";
 import { DEFAULT_GPU_IMAGE, DEFAULT_IMAGE, OPERATOR_SETTINGS, operatorConfig, type OperatorConfig } from "../../operator/config.js";
@@ -161,7 +161,7 @@ describe.skipIf(!helm)("helm lint and helm template", () => {
     expect(one(template({ crds: { keep: false } }), "CustomResourceDefinition", "models.corral.dev").metadata.annotations).toBeUndefined();
   });
 
-  it("RBAC: the Roles grant exactly common/rbac.ts, bound to each process's own ServiceAccount", () => {
+  it("RBAC: the Roles grant exactly common/kube/rbac.ts, bound to each process's own ServiceAccount", () => {
     const objects = render("defaults");
     const rules = (name: string) => one(objects, "Role", name).rules;
     expect(rules(OPERATOR)).toEqual(OPERATOR_RULES);

@@ -6,11 +6,12 @@
 
 import { randomBytes } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
-import { KubeClient, RESOURCES } from "../../common/kube-client.js";
-import { OPERATOR_SETTINGS, testOperatorConfig, type OperatorConfig } from "../../operator/config.js";
+import { KubeClient, RESOURCES } from "../../common/kube/client.js";
+import { OPERATOR_SETTINGS, type OperatorConfig } from "../../operator/config.js";
 import { realKube } from "../kube/cluster.js";
 import { auditEntries, findKubectl, forbidden, installChart, modelLifeCycle, serviceAccountKubeConfig, type InstalledChart } from "../kube/chart.js";
 import { findHelm, one, type KubeObject } from "./helm.js";
+import { testOperatorConfig } from "../helpers/config.js";
 
 const kube = realKube();
 // Looked up (and extracted) only when there is a control plane to use them on.

@@ -3,9 +3,9 @@
 import path from "node:path";
 import { inject } from "vitest";
 import { KubeConfig } from "@kubernetes/client-node";
-import { RESOURCES, type KubeClient } from "../../common/kube-client.js";
-import type { KubeObject } from "../../common/kube-types.js";
-import { MODEL_CRD_NAME, loadModelCrd } from "../../common/model-resource.js";
+import { RESOURCES, type KubeClient } from "../../common/kube/client.js";
+import type { KubeObject } from "../../common/kube/types.js";
+import { MODEL_CRD_NAME, loadModelCrd } from "../../common/kube/model-resource.js";
 
 export interface RealKube {
   kubeconfigPath: string;

@@ -2,7 +2,7 @@
 // real controllers (a Deployment becomes a ReplicaSet and Pods).
 
 import { describe, expect, it } from "vitest";
-import { KubeClient, RESOURCES } from "../../common/kube-client.js";
+import { KubeClient, RESOURCES } from "../../common/kube/client.js";
 import { realKube } from "./cluster.js";
 
 const kube = realKube();

@@ -7,8 +7,8 @@
 // comes), so garbage collection and scale-downs behave as on a cluster. The full stand-in that
 // runs pods is test/kube/pod-runner.ts.
 
-import { RESOURCES, type KubeClient } from "../../common/kube-client.js";
-import { kubeTime, type Pod } from "../../common/kube-types.js";
+import { RESOURCES, type KubeClient } from "../../common/kube/client.js";
+import { kubeTime, type Pod } from "../../common/kube/types.js";
 
 type PodCondition = { type: string; status: string; lastTransitionTime?: string };
 

@@ -68,9 +68,9 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { HttpMethod, type KubeConfig } from "@kubernetes/client-node";
-import { KubeClient, RESOURCES, describeKubeError, isConflict, isNotFound, resourcePath, type ResourceType } from "../../common/kube-client.js";
-import { Informer } from "../../common/kube-informer.js";
-import { kubeMicroTime, kubeTime, objectKey, type KubeObject } from "../../common/kube-types.js";
+import { KubeClient, RESOURCES, describeKubeError, isConflict, isNotFound, resourcePath, type ResourceType } from "../../common/kube/client.js";
+import { Informer } from "../../common/kube/informer.js";
+import { kubeMicroTime, kubeTime, objectKey, type KubeObject } from "../../common/kube/types.js";
 import { createLogger, type Logger } from "../../common/logger.js";
 
 export interface PodRunnerOptions {

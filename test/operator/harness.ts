@@ -6,15 +6,16 @@
 import { randomBytes } from "node:crypto";
 import { KubeConfig } from "@kubernetes/client-node";
 import { pino } from "pino";
-import { KubeClient, RESOURCES, isNotFound } from "../../common/kube-client.js";
-import { MODELS, MODEL_API_VERSION, MODEL_KIND, type Model, type ModelSpec } from "../../common/model-resource.js";
-import { testOperatorConfig, type OperatorConfig } from "../../operator/config.js";
+import { KubeClient, RESOURCES, isNotFound } from "../../common/kube/client.js";
+import { MODELS, MODEL_API_VERSION, MODEL_KIND, type Model, type ModelSpec } from "../../common/kube/model-resource.js";
+import { type OperatorConfig } from "../../operator/config.js";
 import { run, type OperatorHandle } from "../../operator/run.js";
 import type { RuntimeProbe } from "../../operator/reconcile.js";
 import { installCrd, realKube, type RealKube } from "../kube/cluster.js";
 import { startFaultProxy, type FaultProxy } from "../kube/fault-proxy.js";
 import { markPodsReady as markReady } from "../kube/kubelet-status.js";
 import { waitFor } from "../kube/wait.js";
+import { testOperatorConfig } from "../helpers/config.js";
 
 export { waitFor };
 

@@ -1,13 +1,13 @@
-// The list+watch informer (common/kube-informer.ts) against a real API server, and through the
+// The list+watch informer (common/kube/informer.ts) against a real API server, and through the
 // fault proxy (test/kube/fault-proxy.ts) its failure modes: a resource whose CRD does not exist
 // yet, then answers 429; dropped connections; a watch whose history is gone (410 Expired);
 // failing lists.
 
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { KubeClient, RESOURCES, type ResourceType } from "../../common/kube-client.js";
-import { Informer } from "../../common/kube-informer.js";
-import type { ConfigMap, KubeObject } from "../../common/kube-types.js";
+import { KubeClient, RESOURCES, type ResourceType } from "../../common/kube/client.js";
+import { Informer } from "../../common/kube/informer.js";
+import type { ConfigMap, KubeObject } from "../../common/kube/types.js";
 import { E2E_CLUSTER, NO_CLUSTER, startCluster, testLogger, waitFor, type TestCluster } from "./harness.js";
 
 let cluster: TestCluster;

@@ -2,8 +2,8 @@
 // cannot renew, and never do both act at once.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RESOURCES } from "../../common/kube-client.js";
-import type { Lease } from "../../common/kube-types.js";
+import { RESOURCES } from "../../common/kube/client.js";
+import type { Lease } from "../../common/kube/types.js";
 import type { OperatorHandle } from "../../operator/run.js";
 import { E2E_CLUSTER, NO_CLUSTER, T, createModel, startCluster, startOperator, waitFor, type TestCluster } from "./harness.js";
 

@@ -4,9 +4,9 @@
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HttpMethod } from "@kubernetes/client-node";
-import { RESOURCES, resourcePath } from "../../common/kube-client.js";
-import type { Condition, Deployment, KubeObject, PersistentVolumeClaim, Pod, Service } from "../../common/kube-types.js";
-import { MODELS, type Model } from "../../common/model-resource.js";
+import { RESOURCES, resourcePath } from "../../common/kube/client.js";
+import type { Condition, Deployment, KubeObject, PersistentVolumeClaim, Pod, Service } from "../../common/kube/types.js";
+import { MODELS, type Model } from "../../common/kube/model-resource.js";
 import type { OperatorHandle } from "../../operator/run.js";
 import type { RuntimeInfo } from "../../operator/status.js";
 import { setPodReady } from "../kube/kubelet-status.js";

@@ -1,17 +1,17 @@
-// common/rbac.ts allows every call the operator and the router's Kubernetes backend make, and no
+// common/kube/rbac.ts allows every call the operator and the router's Kubernetes backend make, and no
 // rule is wider than those calls. The evidence is the real API server's audit log: each process
 // runs in-process as its own ServiceAccount (a TokenRequest token), bound to Roles made from
-// common/rbac.ts (the chart's Roles are the same lists: test/chart/chart.test.ts compares them,
+// common/kube/rbac.ts (the chart's Roles are the same lists: test/chart/chart.test.ts compares them,
 // and test/chart/cluster.test.ts runs this life cycle as the chart's ServiceAccounts), through a
 // Model's whole life; the real RBAC authorizer answers every call.
 
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KubeClient, RESOURCES, errorCode, type ResourceType } from "../../common/kube-client.js";
-import { OPERATOR_LEADER_ELECTION_RULES, OPERATOR_RULES, ROUTER_RULES, allows, type PolicyRule } from "../../common/rbac.js";
-import { testOperatorConfig } from "../../operator/config.js";
+import { KubeClient, RESOURCES, errorCode, type ResourceType } from "../../common/kube/client.js";
+import { OPERATOR_LEADER_ELECTION_RULES, OPERATOR_RULES, ROUTER_RULES, allows, type PolicyRule } from "../../common/kube/rbac.js";
 import { installCrd, realKube } from "../kube/cluster.js";
 import { auditEntries, forbidden, modelLifeCycle, serviceAccountKubeConfig, type AuditEntry, type ServiceAccountKube } from "../kube/chart.js";
+import { testOperatorConfig } from "../helpers/config.js";
 
 const kube = realKube();
 
@@ -53,13 +53,13 @@ function unusedRules(entries: readonly AuditEntry[], rules: readonly PolicyRule[
   return unused;
 }
 
-describe.skipIf(!kube)("common/rbac.ts against the real authorizer", () => {
+describe.skipIf(!kube)("common/kube/rbac.ts against the real authorizer", () => {
   const namespace = `rbac-${randomBytes(3).toString("hex")}`;
   const admin = kube && new KubeClient(kube.kubeConfig);
   let operatorSA: ServiceAccountKube;
   let routerSA: ServiceAccountKube;
 
-  /** A ServiceAccount bound to one Role per list of rules, all made from common/rbac.ts. */
+  /** A ServiceAccount bound to one Role per list of rules, all made from common/kube/rbac.ts. */
   async function boundServiceAccount(name: string, roles: Record<string, readonly PolicyRule[]>): Promise<ServiceAccountKube> {
     const apply = (rt: ResourceType, object: object) => admin!.apply(rt, object as never, { fieldManager: "corral-tests", force: true });
     await apply(SERVICE_ACCOUNTS, { apiVersion: "v1", kind: "ServiceAccount", metadata: { name, namespace } });

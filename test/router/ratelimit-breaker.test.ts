@@ -4,11 +4,11 @@ import { pino } from "pino";
 import type { Logger } from "../../common/logger.js";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { StaticBackend } from "../../router/backends/static.js";
-import { testRouterConfig } from "../../router/config.js";
 import { RateLimiter } from "../../router/ratelimit.js";
 import { run, type RouterHandle } from "../../router/run.js";
 import { FakeRuntime } from "./fake-runtime.js";
 import { HAS_REDIS, NO_REDIS_MESSAGE, TestRedis } from "./redis.js";
+import { testRouterConfig } from "../helpers/config.js";
 
 // The rate limiter's circuit breaker against a real redis-server that hangs (SIGSTOP) or dies.
 

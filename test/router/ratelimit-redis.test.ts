@@ -2,10 +2,10 @@ import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { StaticBackend } from "../../router/backends/static.js";
-import { testRouterConfig } from "../../router/config.js";
 import { run, type RouterHandle } from "../../router/run.js";
 import { FakeRuntime } from "./fake-runtime.js";
 import { HAS_REDIS, NO_REDIS_MESSAGE, TestRedis } from "./redis.js";
+import { testRouterConfig } from "../helpers/config.js";
 
 if (!HAS_REDIS) console.warn(NO_REDIS_MESSAGE);
 

@@ -8,10 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { successorCompletion } from "../../common/testmodels/make.js";
 import { LocalBackend } from "../../router/backends/local.js";
 import { StaticBackend } from "../../router/backends/static.js";
-import { routerConfig, testRouterConfig } from "../../router/config.js";
+import { routerConfig } from "../../router/config.js";
 import { run, type RouterHandle } from "../../router/run.js";
 import { info, postJson, readSse, streamedText, waitFor } from "../helpers/runtime.js";
 import { ensureTestModel, REPO_ROOT } from "../helpers/test-models.js";
+import { testRouterConfig } from "../helpers/config.js";
 
 const exec = promisify(execFile);
 const ALPHABET = "abcdefghijklmnopqrstuvwxyz";

@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
-import { packagePath } from "./package-root.js";
-import type { ResourceType } from "./kube-client.js";
-import type { Condition, EnvVar, KubeObject, Toleration } from "./kube-types.js";
+import { packagePath } from "../package-root.js";
+import type { ResourceType } from "./client.js";
+import type { Condition, EnvVar, KubeObject, Toleration } from "./types.js";
 
 /**
  * The Model custom resource (corral.dev/v1alpha1), shared by the operator and the router's

@@ -1,7 +1,9 @@
 /**
  * The Kubernetes permissions Corral's processes need, derived from the calls they make. The Helm
- * chart generates its Roles/ClusterRoles from these lists, and test/operator/rbac.test.ts checks
- * them against every request the operator and the router's Kubernetes backend send.
+ * chart's Roles (charts/corral/templates/rbac.yaml) spell out the same lists: Helm cannot import
+ * TypeScript, so test/chart/chart.test.ts renders the chart and checks its Roles equal these, and
+ * test/operator/rbac.test.ts checks these against every request the operator and the router's
+ * Kubernetes backend send to a real API server.
  *
  * - list/watch: informers (client-side caches); nothing is read with a plain get except the Lease.
  * - create + patch: server-side apply (a PATCH that creates the object when absent is authorised

@@ -1,6 +1,6 @@
-import type { Logger } from "./logger.js";
-import { describeKubeError, errorCode, isGone, retryAfterSeconds, type KubeClient, type ResourceType, type WatchHandle } from "./kube-client.js";
-import { objectKey, type KubeObject, type KubeStatus } from "./kube-types.js";
+import type { Logger } from "../logger.js";
+import { describeKubeError, errorCode, isGone, retryAfterSeconds, type KubeClient, type ResourceType, type WatchHandle } from "./client.js";
+import { objectKey, type KubeObject, type KubeStatus } from "./types.js";
 
 /**
  * A list+watch cache of one resource (client-go's Reflector + Store, in small):

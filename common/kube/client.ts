@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { ApiException, HttpMethod, IsomorphicFetchHttpLibrary, KubeConfig, RequestContext, Watch } from "@kubernetes/client-node";
-import { ConfigError } from "./errors.js";
-import type { KubeObject, KubeStatus } from "./kube-types.js";
+import { ConfigError } from "../errors.js";
+import type { KubeObject, KubeStatus } from "./types.js";
 
 /**
  * A small dynamic Kubernetes client: plain JSON in, plain JSON out, on @kubernetes/client-node's
