@@ -1,45 +1,113 @@
-import Type, { type Static } from "typebox";
+import Type, { type Static, type TObject, type TObjectOptions, type TOptional, type TSchema } from "typebox";
 
 /**
  * The public API's request and response shapes (the seed specification), shared by the runtime
  * (which serves them) and the router (which validates before proxying).
  */
 
-/** The seed's defaults, used whenever a request leaves a parameter out. */
-export const SEED_DEFAULTS = {
-  max_length: 8192,
-  temperature: 0.7,
-  top_p: 0.9,
-  top_k: 80,
-  repetition_penalty: 1.15,
-  do_sample: true,
-} as const;
+/** snake_case -> camelCase at the type level: "repetition_penalty" -> "repetitionPenalty". */
+export type CamelCase<S extends string> = S extends `${infer Head}_${infer Tail}` ? `${Head}${Capitalize<CamelCase<Tail>>}` : S;
+
+/** snake_case -> camelCase: the Model resource's name of an API field. */
+export function camelCase<S extends string>(name: S): CamelCase<S> {
+  return name.replace(/_([a-z])/g, (_match, letter: string) => letter.toUpperCase()) as CamelCase<S>;
+}
+
+interface SamplingKnob<S extends TSchema = TSchema> {
+  /** Type, bounds and description. */
+  readonly schema: S;
+  /** The schema's description: what the knob means, its bounds and its default. */
+  readonly description: string;
+  /** The API's default, used when neither the request nor the model's defaults set it. */
+  readonly default: Static<S>;
+}
+
+/** A knob: its schema is made with a description that ends with its default. */
+function knob<S extends TSchema>(make: (options: { description: string }) => S, fallback: Static<S>, about: string): SamplingKnob<S> {
+  const description = `${about} (default ${fallback}).`;
+  return { schema: make({ description }), description, default: fallback };
+}
 
 export const MAX_LENGTH_LIMIT = 16384;
 /** Upper bounds of the sampling knobs (OpenAI's for temperature); beyond them output is noise. */
 export const MAX_TEMPERATURE = 2;
 export const MAX_REPETITION_PENALTY = 2;
 
-export type SamplingDefaults = { -readonly [K in keyof typeof SEED_DEFAULTS]: (typeof SEED_DEFAULTS)[K] extends boolean ? boolean : number };
+/**
+ * The sampling knobs, each once: the API's (snake_case) name, its type, bounds, description and
+ * default. Everything else derives from this table: the request fields (SamplingFields), the
+ * runtime's `--defaults`, the router's catalog defaults and ModelInfo.defaults, and the Model
+ * resource's spec.defaults (camelCase names, see ModelSamplingDefaultsSchema in
+ * common/kube/model-resource.ts). The CRD's copy is checked against it by crds/model-schema.test.ts.
+ * The order is the order of `--defaults` JSON keys.
+ */
+export const SAMPLING_KNOBS = {
+  max_length: knob(
+    (o) => Type.Integer({ minimum: 1, maximum: MAX_LENGTH_LIMIT, ...o }),
+    8192,
+    `Maximum number of tokens to generate, at most ${MAX_LENGTH_LIMIT}; clamped to what the context leaves`,
+  ),
+  temperature: knob((o) => Type.Number({ minimum: 0, maximum: MAX_TEMPERATURE, ...o }), 0.7, `Randomness, in [0, ${MAX_TEMPERATURE}]; 0 is greedy`),
+  top_p: knob((o) => Type.Number({ exclusiveMinimum: 0, maximum: 1, ...o }), 0.9, "Nucleus sampling mass, in (0, 1]"),
+  top_k: knob((o) => Type.Integer({ minimum: 0, ...o }), 80, "Sample from the K most likely tokens; 0 disables"),
+  repetition_penalty: knob(
+    (o) => Type.Number({ exclusiveMinimum: 0, maximum: MAX_REPETITION_PENALTY, ...o }),
+    1.15,
+    `Penalty for repeated tokens, in (0, ${MAX_REPETITION_PENALTY}]; 1 is none`,
+  ),
+  do_sample: knob((o) => Type.Boolean(o), true, "false means greedy decoding"),
+} as const;
+
+type Knobs = typeof SAMPLING_KNOBS;
+export type SamplingName = keyof Knobs;
+/** The knobs' names in table order. */
+export const SAMPLING_NAMES = Object.keys(SAMPLING_KNOBS) as SamplingName[];
+
+/** A full set of sampling defaults, in the API's names. */
+export type SamplingDefaults = { -readonly [K in SamplingName]: Static<Knobs[K]["schema"]> };
+
+/** The API's defaults, used whenever a request and the model leave a parameter out. */
+export const DEFAULT_SAMPLING: Readonly<SamplingDefaults> = Object.freeze(
+  Object.fromEntries(SAMPLING_NAMES.map((name) => [name, SAMPLING_KNOBS[name].default])) as SamplingDefaults,
+);
+
+type SamplingDefaultsProperties = { [K in SamplingName]: TOptional<Knobs[K]["schema"]> };
+
+/**
+ * Some or all sampling defaults in the API's names, nothing else: a model's overrides (the
+ * runtime's `--defaults`, the catalog's `defaults`) and what a model reports (ModelInfo.defaults).
+ */
+export function samplingDefaultsSchema(options: TObjectOptions = {}): TObject<SamplingDefaultsProperties> {
+  const properties = Object.fromEntries(SAMPLING_NAMES.map((name) => [name, Type.Optional(SAMPLING_KNOBS[name].schema)])) as SamplingDefaultsProperties;
+  return Type.Object(properties, { additionalProperties: false, ...options });
+}
+export const SamplingDefaultsSchema = samplingDefaultsSchema();
+export type SamplingOverrides = Static<typeof SamplingDefaultsSchema>;
+
+/** Some sampling defaults as the runtime's `--defaults` JSON: the knobs in table order; undefined when there are none. */
+export function samplingDefaultsJson(defaults: Partial<Record<SamplingName, number | boolean | null | undefined>> | null | undefined): string | undefined {
+  if (!defaults) return undefined;
+  const out: Record<string, number | boolean> = {};
+  for (const name of SAMPLING_NAMES) {
+    const value = defaults[name];
+    if (value !== undefined && value !== null) out[name] = value;
+  }
+  return Object.keys(out).length ? JSON.stringify(out) : undefined;
+}
 
 const ModelId = Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()], {
   description: "Model to use; null or absent means the current model.",
 });
 
+/** The seed API's sampling parameters of a request (max_length may also be null: the default). */
 export const SamplingFields = {
   model_id: Type.Optional(ModelId),
-  max_length: Type.Optional(
-    Type.Union([Type.Integer({ minimum: 1, maximum: MAX_LENGTH_LIMIT }), Type.Null()], {
-      description: "Maximum number of tokens to generate (default 8192, at most 16384; clamped to what the context leaves).",
-    }),
-  ),
-  temperature: Type.Optional(Type.Number({ minimum: 0, maximum: MAX_TEMPERATURE, description: "Randomness, in [0, 2]; 0 is greedy (default 0.7)." })),
-  top_p: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: "Nucleus sampling mass, in (0, 1] (default 0.9)." })),
-  top_k: Type.Optional(Type.Integer({ minimum: 0, description: "Sample from the K most likely tokens; 0 disables (default 80)." })),
-  repetition_penalty: Type.Optional(
-    Type.Number({ exclusiveMinimum: 0, maximum: MAX_REPETITION_PENALTY, description: "Penalty for repeated tokens, in (0, 2]; 1 is none (default 1.15)." }),
-  ),
-  do_sample: Type.Optional(Type.Boolean({ description: "false means greedy decoding (default true)." })),
+  max_length: Type.Optional(Type.Union([SAMPLING_KNOBS.max_length.schema, Type.Null()], { description: SAMPLING_KNOBS.max_length.description })),
+  temperature: Type.Optional(SAMPLING_KNOBS.temperature.schema),
+  top_p: Type.Optional(SAMPLING_KNOBS.top_p.schema),
+  top_k: Type.Optional(SAMPLING_KNOBS.top_k.schema),
+  repetition_penalty: Type.Optional(SAMPLING_KNOBS.repetition_penalty.schema),
+  do_sample: Type.Optional(SAMPLING_KNOBS.do_sample.schema),
 };
 
 export const GenerateRequest = Type.Object(
@@ -113,11 +181,11 @@ const Stop = Type.Optional(
 
 const OpenAiSampling = {
   model: Type.Optional(Type.String({ description: "Model id; the current model when absent." })),
-  max_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: MAX_LENGTH_LIMIT }), Type.Null()])),
-  temperature: Type.Optional(Type.Union([Type.Number({ minimum: 0, maximum: MAX_TEMPERATURE }), Type.Null()])),
-  top_p: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 1 }), Type.Null()])),
-  top_k: Type.Optional(Type.Integer({ minimum: 0 })),
-  repetition_penalty: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_REPETITION_PENALTY })),
+  max_tokens: Type.Optional(Type.Union([SAMPLING_KNOBS.max_length.schema, Type.Null()])),
+  temperature: Type.Optional(Type.Union([SAMPLING_KNOBS.temperature.schema, Type.Null()])),
+  top_p: Type.Optional(Type.Union([SAMPLING_KNOBS.top_p.schema, Type.Null()])),
+  top_k: Type.Optional(SAMPLING_KNOBS.top_k.schema),
+  repetition_penalty: Type.Optional(SAMPLING_KNOBS.repetition_penalty.schema),
   presence_penalty: Type.Optional(Type.Union([Type.Number({ minimum: -2, maximum: 2 }), Type.Null()])),
   frequency_penalty: Type.Optional(Type.Union([Type.Number({ minimum: -2, maximum: 2 }), Type.Null()])),
   seed: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
@@ -151,7 +219,7 @@ export const OpenAiChatMessage = Type.Object(
 export const OpenAiChatRequest = Type.Object(
   {
     messages: Type.Array(OpenAiChatMessage, { minItems: 1 }),
-    max_completion_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: MAX_LENGTH_LIMIT }), Type.Null()])),
+    max_completion_tokens: Type.Optional(Type.Union([SAMPLING_KNOBS.max_length.schema, Type.Null()])),
     ...OpenAiSampling,
   },
   { additionalProperties: true },

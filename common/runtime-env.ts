@@ -1,6 +1,6 @@
 /**
  * Environment every launcher of `corral runtime` gives it (the operator's pods, local mode's
- * child processes, the benchmarks).
+ * child processes, the benchmarks); its arguments come from runtimeArgv() in runtime-command.ts.
  *
  * UV_THREADPOOL_SIZE=1: node-llama-cpp runs each decode and each sampled token as a libuv work
  * item. With libuv's default four workers, consecutive items land on different threads, so the

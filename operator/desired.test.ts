@@ -46,6 +46,19 @@ describe("desiredDeployment", () => {
     const args = runtimeArgs(model({ defaults: { topP: 0.5, temperature: 0.2, maxLength: 64, doSample: false } }), settings);
     expect(argValue(args, "--defaults")).toBe('{"max_length":64,"temperature":0.2,"top_p":0.5,"do_sample":false}');
     expect(argValue(runtimeArgs(model(), settings), "--defaults")).toBeUndefined();
+    expect(argValue(runtimeArgs(model({ defaults: {} }), settings), "--defaults")).toBeUndefined();
+  });
+
+  it("maps every sampling default of spec.defaults onto the API's name", () => {
+    const defaults = { doSample: true, repetitionPenalty: 1, topK: 0, topP: 1, temperature: 0, maxLength: 1 };
+    expect(JSON.parse(argValue(runtimeArgs(model({ defaults }), settings), "--defaults")!)).toEqual({
+      max_length: 1,
+      temperature: 0,
+      top_p: 1,
+      top_k: 0,
+      repetition_penalty: 1,
+      do_sample: true,
+    });
   });
 
   it("probes /readyz at startup long enough for a large download, then /readyz and /healthz", () => {

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { samplingDefaultsJson } from "../common/api.js";
 import type { EnvVar, KubeObject, OwnerReference } from "../common/kube/types.js";
 import {
   ANNOTATIONS,
@@ -8,13 +9,15 @@ import {
   MODEL_KIND,
   RUNTIME_CONTAINER,
   RUNTIME_PORT_NAME,
+  apiSamplingDefaults,
   effectiveReplicas,
   modelIdOf,
   type Model,
   type ModelSamplingDefaults,
 } from "../common/kube/model-resource.js";
-import type { OperatorConfig } from "./config.js";
+import { runtimeArgv } from "../common/runtime-command.js";
 import { RUNTIME_PROCESS_ENV } from "../common/runtime-env.js";
+import type { OperatorConfig } from "./config.js";
 
 /**
  * What the operator wants to exist for a Model: pure functions of the Model and the operator's
@@ -70,46 +73,28 @@ export function runtimeModelArg(source: string): string {
   return `${MODEL_DIR}/${source.replace(/^\/+/, "")}`;
 }
 
-const DEFAULTS_NAMES: Record<keyof ModelSamplingDefaults, string> = {
-  maxLength: "max_length",
-  temperature: "temperature",
-  topP: "top_p",
-  topK: "top_k",
-  repetitionPenalty: "repetition_penalty",
-  doSample: "do_sample",
-};
-
-/** spec.defaults in the runtime's `--defaults` JSON (the API's snake_case names), keys in a fixed order. */
+/** spec.defaults as the runtime's `--defaults` JSON (the API's snake_case names), knobs in a fixed order. */
 export function runtimeDefaultsArg(defaults: ModelSamplingDefaults | undefined): string | undefined {
-  if (!defaults) return undefined;
-  const out: Record<string, number | boolean> = {};
-  for (const [key, name] of Object.entries(DEFAULTS_NAMES) as [keyof ModelSamplingDefaults, string][]) {
-    const value = defaults[key];
-    if (value !== undefined) out[name] = value;
-  }
-  return Object.keys(out).length ? JSON.stringify(out) : undefined;
+  return samplingDefaultsJson(apiSamplingDefaults(defaults));
 }
 
 /** The arguments of `corral runtime` in a model pod. */
 export function runtimeArgs(model: Model, settings: DesiredSettings): string[] {
   const spec = model.spec;
-  const args = [
-    "runtime",
-    "--model", runtimeModelArg(spec.source),
-    "--model-id", modelIdOf(model),
-    "--model-dir", MODEL_DIR,
-    "--host", "0.0.0.0",
-    "--port", String(settings.runtimePort),
-    "--gpu", gpuCount(model) > 0 ? "cuda" : "off",
-    "--drain-seconds", String(settings.drainSeconds),
-    "--log-level", settings.runtimeLogLevel,
-  ];
-  if (spec.parallel !== undefined) args.push("--parallel", String(spec.parallel));
-  if (spec.contextSize !== undefined) args.push("--context-size", String(spec.contextSize));
-  if (spec.threads !== undefined) args.push("--threads", String(spec.threads));
-  const defaults = runtimeDefaultsArg(spec.defaults);
-  if (defaults !== undefined) args.push("--defaults", defaults);
-  return args;
+  return runtimeArgv({
+    model: runtimeModelArg(spec.source),
+    modelId: modelIdOf(model),
+    modelDir: MODEL_DIR,
+    host: "0.0.0.0",
+    port: settings.runtimePort,
+    gpu: gpuCount(model) > 0 ? "cuda" : "off",
+    drainSeconds: settings.drainSeconds,
+    logLevel: settings.runtimeLogLevel,
+    parallel: spec.parallel,
+    contextSize: spec.contextSize,
+    threads: spec.threads,
+    defaults: runtimeDefaultsArg(spec.defaults),
+  });
 }
 
 /** The operator's variables, then spec.env (a variable of the same name replaces the operator's). */

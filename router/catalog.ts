@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import Type, { type Static } from "typebox";
 import Value from "typebox/value";
 import { parse as parseYaml } from "yaml";
+import { SamplingDefaultsSchema } from "../common/api.js";
 import { ConfigError } from "../common/errors.js";
 import type { CatalogEntry } from "./backends/types.js";
 
@@ -15,19 +16,8 @@ const CatalogModel = Type.Object(
     /** Per-model runtime settings; the router's settings apply when absent. */
     context_size: Type.Optional(Type.Integer({ minimum: 64 })),
     parallel: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
-    defaults: Type.Optional(
-      Type.Object(
-        {
-          max_length: Type.Optional(Type.Integer({ minimum: 1 })),
-          temperature: Type.Optional(Type.Number({ minimum: 0 })),
-          top_p: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
-          top_k: Type.Optional(Type.Integer({ minimum: 0 })),
-          repetition_penalty: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
-          do_sample: Type.Optional(Type.Boolean()),
-        },
-        { additionalProperties: false },
-      ),
-    ),
+    /** Sampling defaults in the API's names, with the API's bounds. */
+    defaults: Type.Optional(SamplingDefaultsSchema),
   },
   { additionalProperties: false },
 );

@@ -1,4 +1,5 @@
 import Type, { type TSchema } from "typebox";
+import { samplingDefaultsSchema } from "../common/api.js";
 import { MODEL_STATES } from "./backends/types.js";
 
 /** Shapes of the answers the router makes itself (the proxied ones are in common/api.ts). */
@@ -15,17 +16,8 @@ export const Progress = Type.Object(
   { description: "Download progress while the state is downloading." },
 );
 
-export const SamplingDefaultsSchema = Type.Object(
-  {
-    max_length: Type.Optional(Type.Integer()),
-    temperature: Type.Optional(Type.Number()),
-    top_p: Type.Optional(Type.Number()),
-    top_k: Type.Optional(Type.Integer()),
-    repetition_penalty: Type.Optional(Type.Number()),
-    do_sample: Type.Optional(Type.Boolean()),
-  },
-  { description: "Sampling defaults the model applies to parameters a request leaves out." },
-);
+/** The defaults a model reports: every knob of common/api.ts's sampling table, in the API's names. */
+export const SamplingDefaultsSchema = samplingDefaultsSchema({ description: "Sampling defaults the model applies to parameters a request leaves out." });
 
 export const ModelInfo = Type.Object({
   model_id: Nullable(Type.String()),

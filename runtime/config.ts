@@ -1,69 +1,28 @@
-import Type, { type Static } from "typebox";
-import { buildConfig, type SettingSpec } from "../common/config.js";
+import { Command } from "commander";
+import { addSettings, buildConfig, settingsFromOptions } from "../common/config.js";
+import { RUNTIME_COMMAND, RUNTIME_SETTINGS, RuntimeConfigSchema, type RuntimeConfig } from "../common/runtime-command.js";
 
-export const GPU_CHOICES = ["auto", "cuda", "vulkan", "off"] as const;
-export const PROMPT_ADMISSION_CHOICES = ["cost", "all"] as const;
-
-export const RuntimeConfigSchema = Type.Object(
-  {
-    model: Type.String({ minLength: 1 }),
-    modelId: Type.Optional(Type.String({ minLength: 1 })),
-    modelDir: Type.Optional(Type.String({ minLength: 1 })),
-    host: Type.String({ default: "0.0.0.0" }),
-    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
-    parallel: Type.Integer({ minimum: 1, maximum: 256, default: 4 }),
-    contextSize: Type.Optional(Type.Integer({ minimum: 64 })),
-    batchSize: Type.Optional(Type.Integer({ minimum: 1 })),
-    threads: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
-    gpu: Type.Enum([...GPU_CHOICES], { default: "auto" }),
-    gpuLayers: Type.Union([Type.Literal("auto"), Type.Literal("max"), Type.Integer({ minimum: 0 })], { default: "auto" }),
-    maxQueue: Type.Integer({ minimum: 0, default: 64 }),
-    promptAdmission: Type.Enum([...PROMPT_ADMISSION_CHOICES], { default: "cost" }),
-    maxBatchPrompts: Type.Integer({ minimum: 1, default: 64 }),
-    bodyLimitBytes: Type.Integer({ minimum: 1024, default: 1_048_576 }),
-    drainSeconds: Type.Number({ minimum: 0, default: 30 }),
-    defaults: Type.Optional(Type.String({ description: "JSON object of sampling defaults" })),
-    logLevel: Type.Enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"], { default: "info" }),
-    hfToken: Type.Optional(Type.String()),
-  },
-  { additionalProperties: false },
-);
-
-export type RuntimeConfig = Static<typeof RuntimeConfigSchema>;
-
-export const RUNTIME_SETTINGS: readonly SettingSpec[] = [
-  { key: "model", flag: "--model", value: "<source>", env: "CORRAL_MODEL", description: "GGUF model: a local path, an https:// URL or hf:owner/repo/file.gguf" },
-  { key: "modelId", flag: "--model-id", value: "<id>", env: "CORRAL_MODEL_ID", description: "public model id reported by /info", defaultText: "derived from the source" },
-  { key: "modelDir", flag: "--model-dir", value: "<dir>", env: "CORRAL_MODEL_DIR", description: "folder for downloaded models", defaultText: "~/.cache/corral/models" },
-  { key: "host", flag: "--host", value: "<host>", env: "CORRAL_HOST", description: "address to listen on", defaultText: "0.0.0.0" },
-  { key: "port", flag: "--port", value: "<port>", env: "CORRAL_PORT", description: "port to listen on (0 picks a free one)", defaultText: "8080" },
-  { key: "parallel", flag: "--parallel", value: "<n>", env: "CORRAL_PARALLEL", description: "parallel sequences (requests decoded together in one batch)", defaultText: "4" },
-  { key: "contextSize", flag: "--context-size", value: "<tokens>", env: "CORRAL_CONTEXT_SIZE", description: "context tokens per sequence", defaultText: "min(model's, 4096)" },
-  { key: "batchSize", flag: "--batch-size", value: "<tokens>", env: "CORRAL_BATCH_SIZE", description: "tokens per decode batch", defaultText: "min(context size x parallel, 512)" },
-  { key: "threads", flag: "--threads", value: "<n>", env: "CORRAL_THREADS", description: "CPU threads for inference", defaultText: "CPUs this process may use (cgroup quota)" },
-  { key: "gpu", flag: "--gpu", value: "<kind>", env: "CORRAL_GPU", description: "GPU backend", defaultText: "auto", choices: GPU_CHOICES },
-  { key: "gpuLayers", flag: "--gpu-layers", value: "<n|auto|max>", env: "CORRAL_GPU_LAYERS", description: "layers to offload to the GPU", defaultText: "auto (as many as fit)" },
-  { key: "maxQueue", flag: "--max-queue", value: "<n>", env: "CORRAL_MAX_QUEUE", description: "requests that may wait for a free sequence; beyond it: 429", defaultText: "64" },
-  {
-    key: "promptAdmission",
-    flag: "--prompt-admission",
-    value: "<cost|all>",
-    env: "CORRAL_PROMPT_ADMISSION",
-    description:
-      "which waiting prompts join a decode step: cost (the first, and more while they cost no more than the rest of the step: " +
-      "first tokens sooner, streams keep flowing) or all (every one: fewest passes over the weights when clients arrive together)",
-    defaultText: "cost",
-    choices: PROMPT_ADMISSION_CHOICES,
-  },
-  { key: "maxBatchPrompts", flag: "--max-batch-prompts", value: "<n>", env: "CORRAL_MAX_BATCH_PROMPTS", description: "prompts allowed in one /generate/batch request; beyond it: 413", defaultText: "64" },
-  { key: "bodyLimitBytes", flag: "--body-limit-bytes", value: "<bytes>", env: "CORRAL_BODY_LIMIT_BYTES", description: "largest request body; beyond it: 413", defaultText: "1048576" },
-  { key: "drainSeconds", flag: "--drain-seconds", value: "<s>", env: "CORRAL_DRAIN_SECONDS", description: "on SIGTERM, how long in-flight requests may finish", defaultText: "30" },
-  { key: "defaults", flag: "--defaults", value: "<json>", env: "CORRAL_DEFAULTS", description: "sampling defaults overriding the API's, e.g. '{\"temperature\":0.2}'" },
-  { key: "logLevel", flag: "--log-level", value: "<level>", env: "LOG_LEVEL", description: "log level", defaultText: "info" },
-  { key: "hfToken", flag: "--hf-token", value: "<token>", env: "HF_TOKEN", description: "token for gated Hugging Face downloads (never logged)" },
-];
+// The runtime's settings are defined in common/runtime-command.ts, next to runtimeArgv(), which
+// the launchers use to build this command line: a flag renamed there changes both sides.
+export { GPU_CHOICES, PROMPT_ADMISSION_CHOICES, RUNTIME_SETTINGS, RuntimeConfigSchema, type RuntimeConfig } from "../common/runtime-command.js";
 
 /** Builds a runtime config from flags/env values (strings) or typed test values. */
 export function runtimeConfig(input: Record<string, unknown>): RuntimeConfig {
   return buildConfig(RuntimeConfigSchema, input, RUNTIME_SETTINGS);
+}
+
+/**
+ * Parses `corral runtime ...` arguments (the subcommand first, as runtimeArgv() gives them) the
+ * way `corral runtime` does (runtime/main.ts): commander with RUNTIME_SETTINGS, then
+ * runtimeConfig(). Settings the arguments leave out come from the environment, then the defaults.
+ * A bad command line throws (commander's error), rather than exiting.
+ */
+export function parseRuntimeArgv(argv: readonly string[]): RuntimeConfig {
+  const [subcommand, ...rest] = argv;
+  if (subcommand !== RUNTIME_COMMAND) throw new Error(`not a \`corral ${RUNTIME_COMMAND}\` command line: ${argv.join(" ")}`);
+  const command = addSettings(new Command(RUNTIME_COMMAND), RUNTIME_SETTINGS).exitOverride()
+    .configureOutput({ writeErr: () => undefined })
+    .allowExcessArguments(false);
+  command.parse(rest, { from: "user" });
+  return runtimeConfig(settingsFromOptions(command.opts(), RUNTIME_SETTINGS));
 }

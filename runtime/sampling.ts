@@ -1,6 +1,5 @@
-import Type from "typebox";
 import Value from "typebox/value";
-import { MAX_LENGTH_LIMIT, SEED_DEFAULTS, SamplingFields, type SamplingDefaults } from "../common/api.js";
+import { DEFAULT_SAMPLING, SamplingDefaultsSchema, type SamplingDefaults, type SamplingOverrides } from "../common/api.js";
 import { ConfigError } from "../common/errors.js";
 
 /** What a request asked for, in the seed API's names; absent fields take the model's defaults. */
@@ -30,33 +29,21 @@ export interface SamplingPlan {
   stop: readonly string[];
 }
 
-const DefaultsSchema = Type.Object(
-  {
-    max_length: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_LENGTH_LIMIT })),
-    temperature: SamplingFields.temperature,
-    top_p: SamplingFields.top_p,
-    top_k: SamplingFields.top_k,
-    repetition_penalty: SamplingFields.repetition_penalty,
-    do_sample: SamplingFields.do_sample,
-  },
-  { additionalProperties: false },
-);
-
-/** The seed's defaults with a model's overrides (a JSON object from `--defaults`) on top. */
+/** The API's defaults with a model's overrides (a JSON object from `--defaults`) on top. */
 export function parseDefaults(json: string | undefined): SamplingDefaults {
-  if (json === undefined || json.trim() === "") return { ...SEED_DEFAULTS };
+  if (json === undefined || json.trim() === "") return { ...DEFAULT_SAMPLING };
   let parsed: unknown;
   try {
     parsed = JSON.parse(json);
   } catch (error) {
     throw new ConfigError(`--defaults (CORRAL_DEFAULTS) is not valid JSON: ${(error as Error).message}`);
   }
-  if (!Value.Check(DefaultsSchema, parsed)) {
-    const first = [...Value.Errors(DefaultsSchema, parsed)][0];
+  if (!Value.Check(SamplingDefaultsSchema, parsed)) {
+    const first = [...Value.Errors(SamplingDefaultsSchema, parsed)][0];
     const field = first?.instancePath.replace(/^\//, "") || "defaults";
     throw new ConfigError(`--defaults (CORRAL_DEFAULTS): ${field}: ${first?.message ?? "is invalid"}`);
   }
-  return { ...SEED_DEFAULTS, ...(parsed as Partial<SamplingDefaults>) };
+  return { ...DEFAULT_SAMPLING, ...(parsed as SamplingOverrides) };
 }
 
 /**

@@ -2,11 +2,14 @@ import { readFileSync } from "node:fs";
 import { parse } from "yaml";
 import { packagePath } from "../package-root.js";
 import type { ResourceType } from "./client.js";
-import type { Condition, EnvVar, KubeObject, Toleration } from "./types.js";
+import Type, { type Static, type TOptional } from "typebox";
+import { SAMPLING_KNOBS, SAMPLING_NAMES, camelCase, type CamelCase, type SamplingName, type SamplingOverrides } from "../api.js";
+import type { KubeObject } from "./types.js";
 
 /**
  * The Model custom resource (corral.dev/v1alpha1), shared by the operator and the router's
- * Kubernetes backend. The schema itself lives in crds/models.corral.dev.yaml; these types follow it.
+ * Kubernetes backend. The schema itself lives in crds/models.corral.dev.yaml; the TypeScript types
+ * are Static<> of the TypeBox schemas below, which crds/model-schema.test.ts compares with it.
  */
 
 export const MODEL_GROUP = "corral.dev";
@@ -46,53 +49,121 @@ export const RUNTIME_PORT_NAME = "http";
 export const MODEL_PHASES = ["Pending", "Downloading", "Loading", "Ready", "ScaledToZero", "Failed"] as const;
 export type ModelPhase = (typeof MODEL_PHASES)[number];
 
-export interface ModelSamplingDefaults {
-  maxLength?: number;
-  temperature?: number;
-  topP?: number;
-  topK?: number;
-  repetitionPenalty?: number;
-  doSample?: boolean;
+/** spec.defaults: the API's sampling knobs (common/api.ts) under their camelCase names. */
+type ModelSamplingDefaultsProperties = { [K in SamplingName as CamelCase<K>]: TOptional<(typeof SAMPLING_KNOBS)[K]["schema"]> };
+
+/** The Model's name of each API sampling knob, and back: max_length <-> maxLength. */
+export const SAMPLING_RESOURCE_NAMES = Object.fromEntries(SAMPLING_NAMES.map((name) => [name, camelCase(name)])) as { [K in SamplingName]: CamelCase<K> };
+
+export const ModelSamplingDefaultsSchema = Type.Object(
+  Object.fromEntries(SAMPLING_NAMES.map((name) => [camelCase(name), Type.Optional(SAMPLING_KNOBS[name].schema)])) as ModelSamplingDefaultsProperties,
+  { description: "Sampling defaults for this model, used when a request leaves a parameter out (they override the API's)." },
+);
+export type ModelSamplingDefaults = Static<typeof ModelSamplingDefaultsSchema>;
+
+/** spec.defaults in the API's names (what the runtime's `--defaults` takes), knobs in table order. */
+export function apiSamplingDefaults(defaults: ModelSamplingDefaults | undefined): SamplingOverrides | undefined {
+  if (!defaults) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const name of SAMPLING_NAMES) {
+    const value = defaults[SAMPLING_RESOURCE_NAMES[name]];
+    if (value !== undefined) out[name] = value;
+  }
+  return out as SamplingOverrides;
 }
 
-export interface ModelCache {
-  claimName?: string;
-  size?: string | number;
-  storageClassName?: string;
-  accessMode?: "ReadWriteOnce" | "ReadWriteMany" | "ReadWriteOncePod";
-}
+/*
+ * The Model's shape as TypeBox schemas, so that the TypeScript types are Static<> of them.
+ * crds/model-schema.test.ts checks them against the CRD (property names, types, required, enums),
+ * so the two cannot drift. Validation (bounds, patterns, CEL rules) is the CRD's job: the API
+ * server enforces it before the operator ever sees a Model.
+ */
 
-export interface ModelSpec {
-  source: string;
-  modelId?: string;
-  replicas?: number;
-  minReplicas?: number;
-  maxReplicas?: number;
-  resources?: { cpu?: string | number; memory?: string | number; gpu?: number; gpuResourceName?: string };
-  contextSize?: number;
-  parallel?: number;
-  threads?: number;
-  defaults?: ModelSamplingDefaults;
-  image?: string;
-  env?: EnvVar[];
-  nodeSelector?: Record<string, string>;
-  tolerations?: Toleration[];
-  affinity?: Record<string, unknown>;
-  priorityClassName?: string;
-  cache?: ModelCache;
-}
+/** A Kubernetes quantity: `2`, `500m`, `4Gi` (x-kubernetes-int-or-string). */
+const Quantity = Type.Union([Type.Integer(), Type.String()]);
 
-export interface ModelStatus {
-  phase?: ModelPhase;
-  modelId?: string;
-  replicas?: number;
-  readyReplicas?: number;
-  ready?: string;
-  endpoint?: string;
-  selector?: string;
-  observedGeneration?: number;
-  conditions?: Condition[];
-}
+const KeyRef = Type.Object({ name: Type.String(), key: Type.String(), optional: Type.Optional(Type.Boolean()) });
+
+export const ModelEnvVarSchema = Type.Object({
+  name: Type.String(),
+  value: Type.Optional(Type.String()),
+  valueFrom: Type.Optional(
+    Type.Object({
+      secretKeyRef: Type.Optional(KeyRef),
+      configMapKeyRef: Type.Optional(KeyRef),
+      fieldRef: Type.Optional(Type.Object({ fieldPath: Type.String(), apiVersion: Type.Optional(Type.String()) })),
+    }),
+  ),
+});
+
+export const ModelTolerationSchema = Type.Object({
+  key: Type.Optional(Type.String()),
+  operator: Type.Optional(Type.Enum(["Exists", "Equal"])),
+  value: Type.Optional(Type.String()),
+  effect: Type.Optional(Type.Enum(["NoSchedule", "PreferNoSchedule", "NoExecute"])),
+  tolerationSeconds: Type.Optional(Type.Integer()),
+});
+
+export const ACCESS_MODES = ["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] as const;
+
+export const ModelCacheSchema = Type.Object({
+  claimName: Type.Optional(Type.String()),
+  size: Type.Optional(Quantity),
+  storageClassName: Type.Optional(Type.String()),
+  accessMode: Type.Optional(Type.Enum([...ACCESS_MODES])),
+});
+export type ModelCache = Static<typeof ModelCacheSchema>;
+
+export const ModelSpecSchema = Type.Object({
+  source: Type.String(),
+  modelId: Type.Optional(Type.String()),
+  replicas: Type.Optional(Type.Integer()),
+  minReplicas: Type.Optional(Type.Integer()),
+  maxReplicas: Type.Optional(Type.Integer()),
+  resources: Type.Optional(
+    Type.Object({
+      cpu: Type.Optional(Quantity),
+      memory: Type.Optional(Quantity),
+      gpu: Type.Optional(Type.Integer()),
+      gpuResourceName: Type.Optional(Type.String()),
+    }),
+  ),
+  contextSize: Type.Optional(Type.Integer()),
+  parallel: Type.Optional(Type.Integer()),
+  threads: Type.Optional(Type.Integer()),
+  defaults: Type.Optional(ModelSamplingDefaultsSchema),
+  image: Type.Optional(Type.String()),
+  env: Type.Optional(Type.Array(ModelEnvVarSchema)),
+  nodeSelector: Type.Optional(Type.Record(Type.String(), Type.String())),
+  tolerations: Type.Optional(Type.Array(ModelTolerationSchema)),
+  /** A core/v1 Affinity, passed to the pods as it is (x-kubernetes-preserve-unknown-fields). */
+  affinity: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  priorityClassName: Type.Optional(Type.String()),
+  cache: Type.Optional(ModelCacheSchema),
+});
+export type ModelSpec = Static<typeof ModelSpecSchema>;
+
+export const ModelConditionSchema = Type.Object({
+  type: Type.String(),
+  status: Type.Enum(["True", "False", "Unknown"]),
+  observedGeneration: Type.Optional(Type.Integer()),
+  lastTransitionTime: Type.String(),
+  reason: Type.String(),
+  message: Type.String(),
+});
+
+export const ModelStatusSchema = Type.Object({
+  phase: Type.Optional(Type.Enum([...MODEL_PHASES])),
+  modelId: Type.Optional(Type.String()),
+  replicas: Type.Optional(Type.Integer()),
+  readyReplicas: Type.Optional(Type.Integer()),
+  ready: Type.Optional(Type.String()),
+  endpoint: Type.Optional(Type.String()),
+  selector: Type.Optional(Type.String()),
+  observedGeneration: Type.Optional(Type.Integer()),
+  conditions: Type.Optional(Type.Array(ModelConditionSchema)),
+});
+export type ModelStatus = Static<typeof ModelStatusSchema>;
 
 export interface Model extends KubeObject {
   spec: ModelSpec;
