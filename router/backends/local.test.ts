@@ -5,6 +5,7 @@ import path from "node:path";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { PACKAGE_ROOT } from "../../common/package-root.js";
+import { waitFor } from "../../test/kube/wait.js";
 import type { Catalog } from "../catalog.js";
 import { errorOf, LocalBackend, type LocalBackendOptions } from "./local.js";
 import { ModelsBusyError, ModelStartError } from "./types.js";
@@ -64,14 +65,6 @@ function alive(pid: number): boolean {
   }
 }
 
-async function waitUntil(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 describe("LocalBackend", () => {
   it("starts the initial model as the current one on a loopback port, with the runtime flags", async () => {
     const backend = makeBackend({ initialModel: "a" });
@@ -106,7 +99,7 @@ describe("LocalBackend", () => {
       const backend = makeBackend();
       await backend.start();
       const ready = backend.ensureReady("big", AbortSignal.timeout(10_000));
-      await waitUntil(() => backend.status("big").state === "downloading" && backend.status("big").progress !== null, "downloading");
+      await waitFor(() => backend.status("big").state === "downloading" && backend.status("big").progress !== null, { message: "downloading", timeoutMs: 10_000 });
       expect(backend.status("big").progress).toMatchObject({ bytes_total: 1000 });
       await ready;
       expect(backend.status("big")).toMatchObject({ state: "ready", progress: null });
@@ -187,9 +180,9 @@ describe("LocalBackend", () => {
     const before = backend.readyEndpoints("a")[0]!;
     const [pid] = pidsOf("a");
     process.kill(pid!, "SIGKILL");
-    await waitUntil(() => backend.readyEndpoints("a").length === 0, "endpoint removed");
+    await waitFor(() => backend.readyEndpoints("a").length === 0, { message: "endpoint removed", timeoutMs: 10_000 });
     expect(["restarting", "starting", "loading"]).toContain(backend.status("a").state);
-    await waitUntil(() => backend.status("a").state === "ready", "ready again");
+    await waitFor(() => backend.status("a").state === "ready", { message: "ready again", timeoutMs: 10_000 });
     const after = backend.readyEndpoints("a")[0]!;
     expect(after.id).not.toBe(before.id);
     expect((await fetch(`${after.url}/readyz`)).status).toBe(200);
@@ -294,7 +287,7 @@ describe("LocalBackend", () => {
     const [child] = pidsOf("a");
     expect(alive(child!)).toBe(true);
     parent.kill("SIGKILL");
-    await waitUntil(() => !alive(child!), "the runtime child to exit after its parent was killed");
+    await waitFor(() => !alive(child!), { message: "the runtime child to exit after its parent was killed", timeoutMs: 10_000 });
   });
 });
 
