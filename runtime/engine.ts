@@ -75,13 +75,18 @@ export interface GenerationResult {
   aborted: boolean;
 }
 
-export interface GenerationHooks {
+export interface GenerationOptions {
   signal?: AbortSignal;
   onText?: (text: string) => void;
   /** Called once a sequence is assigned (the request left the queue). */
   onStart?: () => void;
   /** Constrains sampling to this grammar (see Engine.grammarFor). */
   grammar?: LlamaGrammar;
+  /**
+   * The caller already checked that the queue can take this request with the others of its group
+   * (Engine.canAdmit for a batch), so it waits for a sequence rather than being refused with 429.
+   */
+  admitted?: boolean;
 }
 
 interface Slot extends DecoderSlot {
@@ -259,7 +264,7 @@ export class Engine {
   }
 
   /** Runs one generation on a free sequence (waiting in the queue if needed). */
-  async generate(prepared: PreparedPrompt, plan: SamplingPlan, hooks: GenerationHooks = {}, admitted = false): Promise<GenerationResult> {
+  async generate(prepared: PreparedPrompt, plan: SamplingPlan, options: GenerationOptions = {}): Promise<GenerationResult> {
     const started = performance.now();
     const prompt = this.bosToken === null ? prepared.tokens : [this.bosToken, ...prepared.tokens];
     // A free sequence that already holds the longest start of this prompt decodes the least; on a
@@ -267,13 +272,13 @@ export class Engine {
     // micro-batch (see BatchDecoder).
     const parallel = this.slots.length;
     const prefer = (slot: Slot) => reusablePrefix(slot.cached, prompt) * parallel + (parallel - 1 - slot.sequenceId);
-    const slot = admitted ? await this.pool.acquireAdmitted(hooks.signal, prefer) : await this.pool.acquire(hooks.signal, prefer);
+    const slot = options.admitted ? await this.pool.acquireAdmitted(options.signal, prefer) : await this.pool.acquire(options.signal, prefer);
     try {
-      hooks.onStart?.();
+      options.onStart?.();
       const requested = plan.stop.filter((stop) => stop.length > 0);
       // node-llama-cpp's JSON grammars allow endless trailing whitespace; like LlamaChat, Corral
       // stops at the grammar's own trigger (blank lines) and trims what the value is followed by.
-      const grammar = hooks.grammar;
+      const grammar = options.grammar;
       const grammarStops = grammar ? grammar.stopGenerationTriggers.map((trigger) => LlamaText(trigger).toString()).filter((text) => text.length > 0) : [];
       const stops = [...requested, ...grammarStops];
       const result = await this.decoder.generate(slot, {
@@ -282,8 +287,8 @@ export class Engine {
         grammar: grammar ? new LlamaGrammarEvaluationState({ model: this.model, grammar }) : undefined,
         stopStrings: stops.length > 0 ? [...prepared.stopStrings, ...stops] : prepared.stopStrings,
         stopTokenSequences: prepared.stopTokenSequences,
-        signal: hooks.signal,
-        onText: hooks.onText,
+        signal: options.signal,
+        onText: options.onText,
       });
       const ended = performance.now();
       return {

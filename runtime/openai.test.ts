@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { checkOpenAiParameters, parseResponseFormat, supportedSchema } from "./openai.js";
+import { checkOpenAiParameters, openAiChatTurns, openAiSampling, parseResponseFormat, supportedSchema } from "./openai.js";
 import { boundedNumbers } from "./engine.js";
 
 describe("checkOpenAiParameters", () => {
@@ -73,6 +73,40 @@ describe("boundedNumbers", () => {
       'root ::= "{" integer-number-rule fractional-number-rule "}"',
       'integer-number-rule ::= "-"? ("0" | [1-9] [0-9]{0,15})',
       'fractional-number-rule ::= "-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,2})?',
+    ]);
+  });
+});
+
+describe("openAiSampling", () => {
+  it("maps OpenAI names onto the seed's; no repetition penalty unless asked, and the caller's token default", () => {
+    expect(openAiSampling({ temperature: 0.5, stop: "x", seed: 3 }, 16)).toEqual({
+      max_length: 16,
+      temperature: 0.5,
+      top_p: null,
+      top_k: null,
+      repetition_penalty: 1,
+      presence_penalty: null,
+      frequency_penalty: null,
+      seed: 3,
+      stop: ["x"],
+    });
+    expect(openAiSampling({ max_tokens: 4, repetition_penalty: 1.2, stop: null })).toMatchObject({ max_length: 4, repetition_penalty: 1.2, stop: [] });
+    expect(openAiSampling({})).toMatchObject({ max_length: null });
+  });
+});
+
+describe("openAiChatTurns", () => {
+  it("makes developer messages system ones and joins content parts", () => {
+    expect(
+      openAiChatTurns([
+        { role: "developer", content: "be brief" },
+        { role: "user", content: [{ type: "text", text: "a" }, { type: "text", text: "b" }] },
+        { role: "assistant", content: null },
+      ]),
+    ).toEqual([
+      { role: "system", content: "be brief" },
+      { role: "user", content: "ab" },
+      { role: "assistant", content: "" },
     ]);
   });
 });

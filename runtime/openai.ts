@@ -1,4 +1,7 @@
+import { openAiContentText, type OpenAiChatRequest } from "../common/api.js";
 import { HttpError } from "../common/errors.js";
+import type { ChatTurn } from "./engine.js";
+import type { SamplingRequest } from "./sampling.js";
 
 /**
  * OpenAI request parameters Corral does not implement. Each is accepted only at the value that
@@ -60,6 +63,45 @@ export function parseResponseFormat(value: unknown): ResponseFormat {
     default:
       return refuse(`response_format.type must be "text", "json_object" or "json_schema", not ${JSON.stringify(format.type)}`);
   }
+}
+
+interface OpenAiSamplingBody {
+  max_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number;
+  repetition_penalty?: number;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+}
+
+/**
+ * OpenAI names onto the seed's. Left-out values take the model's defaults, except that OpenAI
+ * clients expect no repetition penalty unless they ask (they send presence/frequency instead),
+ * and /v1/completions keeps OpenAI's 16-token default.
+ */
+export function openAiSampling(body: OpenAiSamplingBody, defaultMaxTokens?: number): SamplingRequest {
+  return {
+    max_length: body.max_tokens ?? defaultMaxTokens ?? null,
+    temperature: body.temperature ?? null,
+    top_p: body.top_p ?? null,
+    top_k: body.top_k ?? null,
+    repetition_penalty: body.repetition_penalty ?? 1,
+    presence_penalty: body.presence_penalty ?? null,
+    frequency_penalty: body.frequency_penalty ?? null,
+    seed: body.seed ?? null,
+    stop: body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop,
+  };
+}
+
+/** OpenAI chat messages as the engine's turns: "developer" is a system message, content parts are joined. */
+export function openAiChatTurns(messages: OpenAiChatRequest["messages"]): ChatTurn[] {
+  return messages.map((message) => ({
+    role: message.role === "developer" ? ("system" as const) : message.role,
+    content: openAiContentText(message.content),
+  }));
 }
 
 /* ----- the JSON Schema subset node-llama-cpp turns into a grammar ----- */
