@@ -4,7 +4,7 @@ import { parse as parseUrl, type Url } from "node:url";
 import httpProxy from "http-proxy";
 import type { Logger } from "../common/logger.js";
 import { SSE_DONE, sseError } from "../common/sse.js";
-import type { Backend, Endpoint } from "./backends/types.js";
+import { RETRY_AFTER_SECONDS, type Balancer, type Lease } from "./balancer.js";
 import type { RouterMetrics } from "./metrics.js";
 
 /** What the proxy needs to know about one client request. */
@@ -23,9 +23,8 @@ export interface ProxyRequest {
 /** Per-request proxy state, kept on the IncomingMessage (http-proxy's events carry `req`). */
 interface Attempt {
   request: ProxyRequest;
-  endpoint: Endpoint;
+  lease: Lease;
   proxyReq: http.ClientRequest | undefined;
-  release: () => void;
 }
 
 const ATTEMPT = Symbol("corral.proxyAttempt");
@@ -44,23 +43,24 @@ function bodySource(body: Buffer): Stream {
   return { pipe: (destination: NodeJS.WritableStream) => (destination.end(body), destination) } as unknown as Stream;
 }
 
+/** Answered when a model has no endpoint to retry on. */
+const RETRY_AFTER = { "retry-after": String(RETRY_AFTER_SECONDS) };
+
 /**
  * Relays requests to runtimes through http-proxy over keep-alive connections, streaming answers
- * as they come (never buffered), choosing the endpoint with the fewest requests in flight,
- * retrying once when an endpoint fails before its first byte, ending streams with the
- * documented SSE error event when it fails after, and aborting the upstream request when the
- * client goes away (the runtime then frees the slot).
+ * as they come (never buffered), retrying once (on an endpoint the balancer picks) when an
+ * endpoint fails before its first byte, ending streams with the documented SSE error event when
+ * it fails after, and aborting the upstream request when the client goes away (the runtime then
+ * frees the slot).
  */
 export class UpstreamProxy {
   readonly agent = new http.Agent({ keepAlive: true, keepAliveMsecs: 1000, maxSockets: Infinity, maxFreeSockets: 1024, timeout: 30_000, scheduling: "lifo" });
   private readonly proxy = httpProxy.createProxyServer({ agent: this.agent, xfwd: false, ws: false });
-  private readonly inFlight = new Map<string, number>();
   /** http-proxy parses a string target on every request; endpoints are few, parse each once. */
   private readonly targets = new Map<string, Url>();
-  private roundRobin = 0;
 
   constructor(
-    private readonly backend: Backend,
+    private readonly balancer: Balancer,
     private readonly metrics: RouterMetrics,
     /** How long a retry waits for the model to be ready again (the router's --ready-wait-seconds). */
     private readonly readyWaitMs: number,
@@ -73,33 +73,14 @@ export class UpstreamProxy {
     });
     this.proxy.on("proxyRes", (proxyRes, req, res) => this.onProxyRes(proxyRes, req as TrackedRequest, res as ServerResponse));
     // A client that reset its connection while the upstream request was being sent: nothing to answer.
-    this.proxy.on("econnreset", (_error, req) => (req as TrackedRequest)[ATTEMPT]?.release());
+    this.proxy.on("econnreset", (_error, req) => (req as TrackedRequest)[ATTEMPT]?.lease.release());
   }
 
-  /** Requests in flight to an endpoint (for tests and /system/info). */
-  inFlightTo(endpoint: Endpoint): number {
-    return this.inFlight.get(endpoint.url) ?? 0;
-  }
-
-  /** The endpoint with the fewest requests in flight; ties go round-robin. */
-  pick(endpoints: readonly Endpoint[]): Endpoint | undefined {
-    if (endpoints.length <= 1) return endpoints[0];
-    const start = this.roundRobin++ % endpoints.length;
-    let best: Endpoint | undefined;
-    let bestCount = Infinity;
-    for (let i = 0; i < endpoints.length; i++) {
-      const endpoint = endpoints[(start + i) % endpoints.length]!;
-      const count = this.inFlightTo(endpoint);
-      if (count < bestCount) {
-        best = endpoint;
-        bestCount = count;
-      }
-    }
-    return best;
-  }
-
-  /** Relays one request; the reply must be hijacked already. Never throws. */
-  forward(req: IncomingMessage, res: ServerResponse, request: ProxyRequest): void {
+  /**
+   * Relays one request to the leased endpoint; the reply must be hijacked already. Releases the
+   * lease when the answer ends, fails or the client goes away. Never throws.
+   */
+  forward(req: IncomingMessage, res: ServerResponse, request: ProxyRequest, lease: Lease): void {
     const tracked = req as TrackedRequest;
     const model = request.modelId;
     // The router's API key is not the runtime's business.
@@ -111,55 +92,16 @@ export class UpstreamProxy {
         // The client went away: abort the upstream request so the runtime frees the slot.
         tracked[CLIENT_GONE] = true;
         tracked[ATTEMPT]?.proxyReq?.destroy();
-        tracked[ATTEMPT]?.release();
+        tracked[ATTEMPT]?.lease.release();
       }
     });
     let retried = false;
-    let waited = false;
-    let failed: Endpoint | undefined;
-    /** The last attempt found nothing listening (ECONNREFUSED), so no runtime saw the request. */
-    let neverReached = false;
+    const clientGone = () => tracked[CLIENT_GONE] === true || res.destroyed;
 
-    const attempt = () => {
-      const ready = this.backend.readyEndpoints(model);
-      // Retry on another endpoint when there is one; a single endpoint is tried again on a fresh
-      // connection (a reused keep-alive connection may have been closed by the runtime).
-      const others = failed ? ready.filter((endpoint) => endpoint.id !== failed!.id) : ready;
-      const endpoint = this.pick(others.length > 0 ? others : ready);
-      if (!endpoint) {
-        if (neverReached && !waited) {
-          // Nothing was listening: a runtime that crashed before the router saw it exit, now
-          // out of rotation. The request never reached it, so it waits for the restart as a
-          // request that found no endpoint ready would.
-          waited = true;
-          this.backend.ensureReady(model, AbortSignal.timeout(this.readyWaitMs)).then(
-            () => {
-              if (!tracked[CLIENT_GONE] && !res.destroyed) attempt();
-            },
-            () => {
-              if (!tracked[CLIENT_GONE] && !res.destroyed) this.answerError(res, 503, `model ${model} has no ready endpoint; try again shortly`, { "retry-after": "5" });
-            },
-          );
-          return;
-        }
-        this.answerError(res, 503, `model ${model} has no ready endpoint; try again shortly`, { "retry-after": "5" });
-        return;
-      }
-      this.inFlight.set(endpoint.url, this.inFlightTo(endpoint) + 1);
-      let released = false;
-      const current: Attempt = {
-        request,
-        endpoint,
-        proxyReq: undefined,
-        release: () => {
-          if (released) return;
-          released = true;
-          const left = this.inFlightTo(endpoint) - 1;
-          if (left > 0) this.inFlight.set(endpoint.url, left);
-          else this.inFlight.delete(endpoint.url);
-        },
-      };
-      tracked[ATTEMPT] = current;
+    const send = (current: Lease) => {
+      const attempt: Attempt = { request, lease: current, proxyReq: undefined };
+      tracked[ATTEMPT] = attempt;
+      const { endpoint } = current;
       this.proxy.web(
         req,
         res,
@@ -170,30 +112,49 @@ export class UpstreamProxy {
         },
         (error: Error & { code?: string }) => {
           current.release();
-          if (tracked[CLIENT_GONE] || res.destroyed) return;
+          if (clientGone()) return;
           if (res.headersSent) {
             res.destroy();
             return;
           }
           this.metrics.upstreamErrors.inc({ model, phase: "connect" });
-          this.backend.reportFailure(model, endpoint, error);
-          neverReached = error.code === "ECONNREFUSED";
-          if (!retried) {
-            retried = true;
-            failed = endpoint;
-            this.metrics.upstreamRetries.inc({ model });
-            request.log.warn({ endpoint: endpoint.id, code: error.code, reason: error.message }, "upstream failed before answering; retrying");
-            attempt();
+          this.balancer.reportFailure(model, endpoint, error);
+          const reason = { endpoint: endpoint.id, code: error.code, reason: error.message };
+          if (retried) {
+            request.log.warn(reason, "upstream failed before answering");
+            this.answerError(res, 503, `model ${model}: the runtime failed before answering (${error.code ?? error.message}); try again shortly`, RETRY_AFTER);
             return;
           }
-          request.log.warn({ endpoint: endpoint.id, code: error.code, reason: error.message }, "upstream failed before answering");
-          this.answerError(res, 503, `model ${model}: the runtime failed before answering (${error.code ?? error.message}); try again shortly`, {
-            "retry-after": "5",
-          });
+          retried = true;
+          this.metrics.upstreamRetries.inc({ model });
+          request.log.warn(reason, "upstream failed before answering; retrying");
+          // Another endpoint when there is one; a single one again, on a fresh connection (a
+          // reused keep-alive connection may have been closed by the runtime).
+          const next = this.balancer.tryAcquire(model, endpoint);
+          if (next) send(next);
+          else if (error.code === "ECONNREFUSED") this.awaitRestart(model, res, clientGone, send);
+          else this.answerError(res, 503, `model ${model} has no ready endpoint; try again shortly`, RETRY_AFTER);
         },
       );
     };
-    attempt();
+    send(lease);
+  }
+
+  /**
+   * Nothing was listening: a runtime that crashed before the backend saw it exit, now out of
+   * rotation. No runtime saw the request, so it waits (bounded) for the restart, as a request that
+   * found no endpoint ready would.
+   */
+  private awaitRestart(model: string, res: ServerResponse, clientGone: () => boolean, send: (lease: Lease) => void): void {
+    this.balancer.acquire(model, AbortSignal.timeout(this.readyWaitMs)).then(
+      (lease) => {
+        if (clientGone()) lease.release();
+        else send(lease);
+      },
+      () => {
+        if (!clientGone()) this.answerError(res, 503, `model ${model} has no ready endpoint; try again shortly`, RETRY_AFTER);
+      },
+    );
   }
 
   private target(url: string): Url {
@@ -249,11 +210,11 @@ export class UpstreamProxy {
       if (scanUsage && size <= USAGE_SCAN_LIMIT) this.countUsage(model, chunks);
     });
     proxyRes.on("close", () => {
-      current.release();
+      current.lease.release();
       if (proxyRes.complete || req[CLIENT_GONE] || res.writableEnded) return;
       // The runtime went away after its first byte: end a stream with the documented error event.
       this.metrics.upstreamErrors.inc({ model, phase: "stream" });
-      request.log.warn({ endpoint: current.endpoint.id }, "upstream failed while answering");
+      request.log.warn({ endpoint: current.lease.endpoint.id }, "upstream failed while answering");
       if (streamed && !res.destroyed) {
         const separator = endsOnEventBoundary ? "" : "\n\n";
         res.end(`${separator}${sseError(`model ${model}: the runtime failed while streaming`)}${SSE_DONE}`);

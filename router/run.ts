@@ -3,7 +3,7 @@ import { createHttpServer, type CorralApp } from "../common/http.js";
 import { ConfigError } from "../common/errors.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
-import { metricsApp, routerApp } from "./app.js";
+import { routerApp } from "./app.js";
 import { AuthFailureLimiter } from "./auth-limiter.js";
 import { ApiKeys } from "./auth.js";
 import { KubeClient, loadKubeConfig, podNamespace } from "../common/kube/client.js";
@@ -11,11 +11,13 @@ import { KubernetesBackend } from "./backends/kubernetes.js";
 import { LocalBackend, type LocalTiming } from "./backends/local.js";
 import { StaticBackend } from "./backends/static.js";
 import type { Backend } from "./backends/types.js";
+import { Balancer } from "./balancer.js";
 import { loadCatalog } from "./catalog.js";
 import { connectionsPerClient, parseUpstream, type RouterConfig } from "./config.js";
 import { createRouterMetrics, type RouterMetrics } from "./metrics.js";
 import { UpstreamProxy } from "./proxy.js";
 import { RateLimiter } from "./ratelimit.js";
+import { metricsApp } from "./routes/system.js";
 
 /** How often a draining router checks whether its last request has finished. */
 const DRAIN_POLL_MS = 20;
@@ -148,8 +150,8 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
     (apiKeys.enabled || adminKeys.enabled) && config.authFailureLimit > 0
       ? new AuthFailureLimiter({ failures: config.authFailureLimit, windowSeconds: config.authFailureWindowSeconds }, redis, () => limiter?.mode === "redis")
       : undefined;
-  const proxy = new UpstreamProxy(backend, metrics, config.readyWaitSeconds * 1000);
-  backend.trackInFlight?.((endpoint) => proxy.inFlightTo(endpoint));
+  const balancer = new Balancer(backend);
+  const proxy = new UpstreamProxy(balancer, metrics, config.readyWaitSeconds * 1000);
   const lifecycle = { closing: false, inFlight: 0 };
 
   const app = createHttpServer(
@@ -160,7 +162,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
       forceCloseConnections: "idle",
     },
   );
-  await app.register(routerApp, { config, backend, limiter, apiKeys, adminKeys, authLimiter, metrics, proxy, version: VERSION, lifecycle });
+  await app.register(routerApp, { config, backend, balancer, limiter, apiKeys, adminKeys, authLimiter, metrics, proxy, version: VERSION, lifecycle });
   const metricsServer =
     config.metricsPort > 0 ? createHttpServer({ logger, bodyLimitBytes: 1024, requestTimeoutSeconds: config.requestTimeoutSeconds }, { return503OnClosing: false, forceCloseConnections: true }) : undefined;
   await metricsServer?.register(metricsApp, { metrics, limiter });

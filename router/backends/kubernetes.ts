@@ -35,8 +35,6 @@ export interface KubernetesBackendOptions {
 
 export const STATE_KEY = "current-model";
 const FIELD_MANAGER = "corral-router";
-/** A pod that just failed a request is left out for this long when others are ready. */
-const SUSPECT_MS = 2000;
 
 interface Waiter {
   check: () => boolean;
@@ -56,7 +54,6 @@ export class KubernetesBackend implements Backend {
   private readonly scaledAt = new Map<string, string | undefined>();
   /** Models this replica unloaded and whose pods are still going away. */
   private readonly stopping = new Set<string>();
-  private readonly suspects = new Map<string, number>();
   /** Set by this replica before its ConfigMap write comes back through the watch. */
   private localCurrent: { id: string | null; at: number } | undefined;
   private byId = new Map<string, Model>();
@@ -131,10 +128,7 @@ export class KubernetesBackend implements Backend {
   readyEndpoints(modelId: string): readonly Endpoint[] {
     const model = this.byId.get(modelId);
     if (!model || this.stopping.has(model.metadata.name)) return [];
-    const all = [...(this.endpoints.get(model.metadata.name)?.values() ?? [])];
-    const now = Date.now();
-    const healthy = all.filter((endpoint) => (this.suspects.get(endpoint.id) ?? 0) <= now);
-    return healthy.length > 0 ? healthy : all;
+    return [...(this.endpoints.get(model.metadata.name)?.values() ?? [])];
   }
 
   status(modelId: string): ModelStatus {
@@ -196,9 +190,8 @@ export class KubernetesBackend implements Backend {
     }
   }
 
-  reportFailure(_modelId: string, endpoint: Endpoint): void {
-    this.suspects.set(endpoint.id, Date.now() + SUSPECT_MS);
-  }
+  /** Nothing to re-check: the pod informer sees a pod that stops being Ready (the balancer meanwhile leaves it out). */
+  reportFailure(): void {}
 
   // ---------------------------------------------------------------------------------------------
 

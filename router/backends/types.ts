@@ -110,10 +110,13 @@ export interface Backend {
   load(modelId: string, signal: AbortSignal): Promise<void>;
   /** Makes a model not ready (stops its runtimes); when it was the current one there is no current model. */
   unload(modelId: string): Promise<void>;
-  /** The proxy saw this endpoint fail before answering (refused, reset): a hint to re-check it now. */
+  /**
+   * A request failed on this endpoint before its answer began (refused, reset): a hint to
+   * re-check it now. The balancer (router/balancer.ts) leaves it out for a moment meanwhile.
+   */
   reportFailure(modelId: string, endpoint: Endpoint, error: Error): void;
   /**
-   * Given once by the router: how many requests it has in flight to an endpoint. A backend that
+   * Given once by the balancer: how many requests it has in flight to an endpoint. A backend that
    * stops runtimes to make room (local) stops only idle ones.
    */
   trackInFlight?(inFlight: (endpoint: Endpoint) => number): void;
