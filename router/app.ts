@@ -6,7 +6,7 @@ import type { Backend } from "./backends/types.js";
 import type { Balancer } from "./balancer.js";
 import type { RouterConfig } from "./config.js";
 import type { RouterMetrics } from "./metrics.js";
-import { accounting, RequestCounts } from "./plugins/accounting.js";
+import { accounting, RequestCounts, type InFlight } from "./plugins/accounting.js";
 import { docs } from "./plugins/docs.js";
 import { guard } from "./plugins/guard.js";
 import { jsonBody } from "./plugins/json-body.js";
@@ -38,7 +38,7 @@ export interface RouterAppOptions {
    * Set by run() when the router starts shutting down: new requests get 503. `inFlight` counts
    * the requests being answered, so run() knows when the drain is done.
    */
-  lifecycle: { closing: boolean; inFlight: number };
+  lifecycle: { closing: boolean; inFlight: InFlight };
 }
 
 /**

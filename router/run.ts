@@ -18,9 +18,7 @@ import { createRouterMetrics, type RouterMetrics } from "./metrics.js";
 import { UpstreamProxy } from "./proxy.js";
 import { RateLimiter } from "./ratelimit.js";
 import { metricsApp } from "./routes/system.js";
-
-/** How often a draining router checks whether its last request has finished. */
-const DRAIN_POLL_MS = 20;
+import { InFlight } from "./plugins/accounting.js";
 
 export interface RouterHandle {
   /** Base URL the router listens on, e.g. http://127.0.0.1:8000. */
@@ -131,13 +129,8 @@ export function isLoopback(host: string): boolean {
   return bare === "localhost" || bare === "::1" || /^127\.\d+\.\d+\.\d+$/.test(bare) || bare === "::ffff:127.0.0.1";
 }
 
-/** Wires the router: config -> backend, limiter, proxy, app -> listening. */
-export async function run(config: RouterConfig, options: RunOptions = {}): Promise<RouterHandle> {
-  const logger = options.logger ?? createLogger({ name: "corral-router", level: config.logLevel });
-  const apiKeys = ApiKeys.load({ file: config.apiKeysFile, keys: config.apiKeys });
-  const adminKeys = ApiKeys.load({ file: config.adminApiKeysFile, keys: config.adminApiKeys, what: "admin keys" });
-  const backend = options.backend ?? createBackend(config, logger, options);
-  const metrics = createRouterMetrics();
+/** The rate limiter and the failed-authentication limiter, kept in Redis when one is configured (in memory while it is down). */
+async function createLimiters(config: RouterConfig, keysRequired: boolean, metrics: RouterMetrics, logger: Logger) {
   const redis = config.redisUrl && config.rateLimitPoints > 0 ? await connectRedis(config.redisUrl, logger) : undefined;
   const limiter =
     config.rateLimitPoints > 0
@@ -147,12 +140,62 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
         })
       : undefined;
   const authLimiter =
-    (apiKeys.enabled || adminKeys.enabled) && config.authFailureLimit > 0
+    keysRequired && config.authFailureLimit > 0
       ? new AuthFailureLimiter({ failures: config.authFailureLimit, windowSeconds: config.authFailureWindowSeconds }, redis, () => limiter?.mode === "redis")
       : undefined;
+  return { redis, limiter, authLimiter };
+}
+
+/** What the close sequence stops, in order. */
+interface Closing {
+  config: RouterConfig;
+  logger: Logger;
+  lifecycle: { closing: boolean; inFlight: InFlight };
+  app: CorralApp;
+  metricsServer: CorralApp | undefined;
+  proxy: UpstreamProxy;
+  backend: Backend;
+  redis: Redis | undefined;
+}
+
+/** Graceful stop: 503 to new requests, in-flight ones finish within drainSeconds, then everything closes. */
+async function drainAndClose({ config, logger, lifecycle, app, metricsServer, proxy, backend, redis }: Closing): Promise<void> {
+  lifecycle.closing = true;
+  logger.info({ drainSeconds: config.drainSeconds }, "router stopping");
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, config.drainSeconds * 1000)));
+  // Still listening while requests are in flight: one that arrives during the drain (before
+  // the load balancer has taken this replica out) gets 503 with Retry-After and Connection:
+  // close, which clients retry elsewhere, rather than a refused connection.
+  await Promise.race([lifecycle.inFlight.idle(), deadline]);
+  const closed = app.close();
+  // Connections whose last answer ends during the drain are closed as soon as they are idle,
+  // rather than when the client's keep-alive timer runs out.
+  const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
+  await Promise.race([closed, deadline]);
+  clearTimeout(timer);
+  clearInterval(sweep);
+  // What is left past the bound (long streams) is cut; their upstream requests are aborted.
+  app.server.closeAllConnections();
+  await closed;
+  await metricsServer?.close();
+  proxy.close();
+  await backend.close();
+  if (redis) await redis.quit().catch(() => redis.disconnect());
+  logger.info("router stopped");
+}
+
+/** Wires the router: config -> backend, limiter, proxy, app -> listening. */
+export async function run(config: RouterConfig, options: RunOptions = {}): Promise<RouterHandle> {
+  const logger = options.logger ?? createLogger({ name: "corral-router", level: config.logLevel });
+  const apiKeys = ApiKeys.load({ file: config.apiKeysFile, keys: config.apiKeys });
+  const adminKeys = ApiKeys.load({ file: config.adminApiKeysFile, keys: config.adminApiKeys, what: "admin keys" });
+  const backend = options.backend ?? createBackend(config, logger, options);
+  const metrics = createRouterMetrics();
+  const { redis, limiter, authLimiter } = await createLimiters(config, apiKeys.enabled || adminKeys.enabled, metrics, logger);
   const balancer = new Balancer(backend);
   const proxy = new UpstreamProxy(balancer, metrics, config.readyWaitSeconds * 1000);
-  const lifecycle = { closing: false, inFlight: 0 };
+  const lifecycle = { closing: false, inFlight: new InFlight() };
 
   const app = createHttpServer(
     { logger, bodyLimitBytes: config.bodyLimitBytes, requestTimeoutSeconds: config.requestTimeoutSeconds, maxConnectionsPerClient: connectionsPerClient(config) },
@@ -193,38 +236,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
     "router listening",
   );
 
+  const stop = () => drainAndClose({ config, logger, lifecycle, app, metricsServer, proxy, backend, redis });
   let closing: Promise<void> | undefined;
-  const close = async () => {
-    lifecycle.closing = true;
-    logger.info({ drainSeconds: config.drainSeconds }, "router stopping");
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, config.drainSeconds * 1000)));
-    // Still listening while requests are in flight: one that arrives during the drain (before
-    // the load balancer has taken this replica out) gets 503 with Retry-After and Connection:
-    // close, which clients retry elsewhere, rather than a refused connection.
-    let polling: NodeJS.Timeout | undefined;
-    const idle = new Promise<void>((resolve) => {
-      const check = () => (lifecycle.inFlight <= 0 ? resolve() : (polling = setTimeout(check, DRAIN_POLL_MS)));
-      check();
-    });
-    await Promise.race([idle, deadline]);
-    clearTimeout(polling);
-    const closed = app.close();
-    // Connections whose last answer ends during the drain are closed as soon as they are idle,
-    // rather than when the client's keep-alive timer runs out.
-    const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
-    await Promise.race([closed, deadline]);
-    clearTimeout(timer);
-    clearInterval(sweep);
-    // What is left past the bound (long streams) is cut; their upstream requests are aborted.
-    app.server.closeAllConnections();
-    await closed;
-    await metricsServer?.close();
-    proxy.close();
-    await backend.close();
-    if (redis) await redis.quit().catch(() => redis.disconnect());
-    logger.info("router stopped");
-  };
-
-  return { url, port, metricsUrl, app, backend, limiter, metrics, logger, close: () => (closing ??= close()) };
+  return { url, port, metricsUrl, app, backend, limiter, metrics, logger, close: () => (closing ??= stop()) };
 }

@@ -8,8 +8,32 @@ import { contextOf, type RequestContext } from "../request-context.js";
 export class RequestCounts {
   total = 0;
   rateLimited = 0;
-  inFlight = 0;
   readonly byStatus = new Map<string, number>();
+}
+
+/** The requests being answered, and a promise for the moment there are none (the drain on shutdown waits on it). */
+export class InFlight {
+  private count = 0;
+  private waiters: (() => void)[] = [];
+
+  get size(): number {
+    return this.count;
+  }
+
+  enter(): void {
+    this.count++;
+  }
+
+  leave(): void {
+    this.count = Math.max(0, this.count - 1);
+    if (this.count === 0) for (const resolve of this.waiters.splice(0)) resolve();
+  }
+
+  /** Resolves once no request is in flight (at once if none is). */
+  idle(): Promise<void> {
+    if (this.count === 0) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
 }
 
 /** Probes and scrapes are logged at debug: they would drown the requests people look for. */
@@ -20,12 +44,11 @@ const QUIET_ROUTES = new Set(["/health", "/metrics"]);
  * when its answer ends records it: the request metrics and one log line (never the prompt text).
  */
 export const accounting = fp(
-  async function accounting(app: App, options: { metrics: RouterMetrics; counts: RequestCounts; lifecycle: { inFlight: number } }): Promise<void> {
+  async function accounting(app: App, options: { metrics: RouterMetrics; counts: RequestCounts; lifecycle: { inFlight: InFlight } }): Promise<void> {
     const { metrics, counts, lifecycle } = options;
 
     function account(request: FastifyRequest, reply: FastifyReply, context: RequestContext): void {
-      counts.inFlight--;
-      lifecycle.inFlight--;
+      lifecycle.inFlight.leave();
       counts.total++;
       const finished = reply.raw.writableFinished;
       // 499: the client closed the connection before the answer was complete (nginx's convention).
@@ -42,8 +65,7 @@ export const accounting = fp(
 
     app.addHook("onRequest", async (request, reply) => {
       const context = contextOf(request);
-      counts.inFlight++;
-      lifecycle.inFlight++;
+      lifecycle.inFlight.enter();
       reply.raw.once("close", () => account(request, reply, context));
     });
   },

@@ -7,7 +7,7 @@ import type { Balancer } from "../balancer.js";
 import type { ApiKeys } from "../auth.js";
 import type { RouterConfig } from "../config.js";
 import type { RouterMetrics } from "../metrics.js";
-import type { RequestCounts } from "../plugins/accounting.js";
+import type { InFlight, RequestCounts } from "../plugins/accounting.js";
 import type { RateLimiter } from "../ratelimit.js";
 import type { RuntimeInfoCache } from "../runtime-info.js";
 import { HealthResponse, SystemInfo } from "../schemas.js";
@@ -22,7 +22,7 @@ export interface SystemRouteOptions {
   metrics: RouterMetrics;
   counts: RequestCounts;
   runtimeInfo: RuntimeInfoCache;
-  lifecycle: { closing: boolean };
+  lifecycle: { closing: boolean; inFlight: InFlight };
   version: string;
   startedAt: Date;
 }
@@ -88,7 +88,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<SystemRouteOptions> = async
         requests: {
           total: counts.total,
           // This request is in flight too; report the others.
-          in_flight: Math.max(0, counts.inFlight - 1),
+          in_flight: Math.max(0, lifecycle.inFlight.size - 1),
           rate_limited: counts.rateLimited,
           by_status: Object.fromEntries(counts.byStatus),
         },
