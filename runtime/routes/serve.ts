@@ -6,6 +6,7 @@ import { SSE_DONE, SSE_HEADERS, sseError } from "../../common/sse.js";
 import type { Engine, GenerationResult, PreparedPrompt } from "../engine.js";
 import type { OutputFormat } from "../formats.js";
 import type { RuntimeMetrics } from "../metrics.js";
+import { setStreamedStatus } from "../plugins/accounting.js";
 import { planSampling, type SamplingRequest } from "../sampling.js";
 import type { RuntimeState } from "../state.js";
 
@@ -92,19 +93,20 @@ export async function serve(
       if (!streaming) {
         throw clientGone ? new HttpError(499, "client closed the request") : serviceUnavailable("generation stopped: runtime is shutting down", 1);
       }
+      // Counted as the 503 a plain request gets (a client that went away counts as 499).
+      setStreamedStatus(request, 503);
       if (!res.writableEnded) res.end(clientGone ? undefined : sseError("generation stopped: runtime is shutting down") + SSE_DONE);
       return reply;
     }
     if (!streaming) return format.body(result);
     res.end(format.end(result) + SSE_DONE);
-    metrics.requests.inc({ endpoint, status: "200" });
     logDone(request, endpoint, 200, started, result);
     return reply;
   } catch (error) {
     if (!streaming) throw error;
     // After the first byte the status code is gone: send the documented error event.
     request.log.error({ err: error, endpoint }, "stream failed");
-    metrics.requests.inc({ endpoint, status: "500" });
+    setStreamedStatus(request, 500);
     const detail = error instanceof HttpError ? error.message : "generation failed";
     if (!res.writableEnded) res.end(sseError(detail) + SSE_DONE);
     return reply;
