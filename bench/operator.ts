@@ -20,7 +20,7 @@ import { MODELS as MODEL_RESOURCE, MODEL_CRD_NAME, loadModelCrd, type Model } fr
 import { PACKAGE_ROOT } from "../common/package-root.js";
 import { findKubeAssets, startControlPlane } from "../test/kube/control-plane.js";
 import { startFaultProxy, type FaultProxy } from "../test/kube/fault-proxy.js";
-import { waitFor } from "../test/kube/wait.js";
+import { waitFor } from "../test/helpers/wait.js";
 import { argValue, fixed, median, runConcurrently, table } from "./lib.js";
 
 const MODELS = Number(argValue("models", "500"));

@@ -16,7 +16,8 @@ import { Redis } from "ioredis";
 import { pino } from "pino";
 import { PACKAGE_ROOT } from "../common/package-root.js";
 import { RateLimiter } from "../router/ratelimit.js";
-import { CLI, freePort, waitFor } from "../test/helpers/runtime.js";
+import { CLI, freePort } from "../test/helpers/runtime.js";
+import { waitFor } from "../test/helpers/wait.js";
 import { ensureTestModel } from "../test/helpers/test-models.js";
 import { argValue, BenchClient, fixed, median, percentile, PIN, pinned, pinSelf, runConcurrently, table } from "./lib.js";
 import { withRuntimeProcessEnv } from "../common/runtime-env.js";
@@ -43,7 +44,7 @@ async function startRuntime(model: string) {
     { stdio: ["ignore", "ignore", "inherit"], env: withRuntimeProcessEnv(process.env) },
   );
   const url = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await fetch(`${url}/readyz`)).ok, "runtime ready", 120_000);
+  await waitFor(async () => (await fetch(`${url}/readyz`)).ok, { timeoutMs: 120_000, message: "timed out waiting for the runtime to be ready" });
   return { url, stop: () => stopChild(child) };
 }
 
@@ -58,7 +59,7 @@ async function startRouter(upstreams: string) {
     { stdio: ["ignore", "ignore", "inherit"] },
   );
   const url = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await fetch(`${url}/health`)).ok, "router ready", 30_000);
+  await waitFor(async () => (await fetch(`${url}/health`)).ok, { timeoutMs: 30_000, message: "timed out waiting for the router to be ready" });
   return { url, stop: () => stopChild(child) };
 }
 
@@ -69,7 +70,7 @@ async function startTrivialUpstream() {
   const script = `require("node:http").createServer((req, res) => { req.resume(); req.on("end", () => { res.writeHead(200, { "content-type": "application/json; charset=utf-8", "content-length": ${Buffer.byteLength(body)} }); res.end(${JSON.stringify(body)}); }); }).listen(${port}, "127.0.0.1");`;
   const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "ignore", "inherit"] });
   const url = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await fetch(url, { method: "POST", body: "{}" })).ok, "trivial upstream", 10_000);
+  await waitFor(async () => (await fetch(url, { method: "POST", body: "{}" })).ok, { timeoutMs: 10_000, message: "timed out waiting for the trivial upstream" });
   return { url, stop: () => stopChild(child) };
 }
 
@@ -161,7 +162,7 @@ async function localRedis(): Promise<{ url: string; stop: () => Promise<void> } 
       probe.disconnect();
       return false;
     }
-  }, "redis-server", 10_000);
+  }, { timeoutMs: 10_000, message: "timed out waiting for redis-server" });
   probe.disconnect();
   return { url, stop: () => stopChild(child) };
 }

@@ -1,15 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { WorkQueue } from "./queue.js";
+import { waitFor } from "../test/helpers/wait.js";
 
 const tick = (ms = 0) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(check: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("condition not met");
-    await tick(2);
-  }
-}
 
 describe("WorkQueue", () => {
   it("dedupes a key added while queued", async () => {
@@ -20,7 +13,7 @@ describe("WorkQueue", () => {
     queue.add("b");
     queue.add("a");
     queue.start();
-    await until(() => runs.length === 2);
+    await waitFor(() => runs.length === 2, { message: "timed out waiting for both runs", timeoutMs: 2000, intervalMs: 2 });
     await tick(10);
     expect(runs).toEqual(["a", "b"]);
   });
@@ -42,13 +35,13 @@ describe("WorkQueue", () => {
     });
     queue.start();
     queue.add("a");
-    await until(() => runs === 1);
+    await waitFor(() => runs === 1, { message: "timed out waiting for the first run", timeoutMs: 2000, intervalMs: 2 });
     queue.add("a");
     queue.add("a");
     await tick(10);
     expect(runs).toBe(1);
     release();
-    await until(() => runs === 2);
+    await waitFor(() => runs === 2, { message: "timed out waiting for the second run", timeoutMs: 2000, intervalMs: 2 });
     await tick(10);
     expect(runs).toBe(2);
     expect(maxActive).toBe(1);
@@ -70,7 +63,7 @@ describe("WorkQueue", () => {
     queue.start();
     await tick(5);
     await queue.idle();
-    await until(() => queue.depth === 0 && queue.inFlight === 0);
+    await waitFor(() => queue.depth === 0 && queue.inFlight === 0, { message: "timed out waiting for the queue to be empty and idle", timeoutMs: 2000, intervalMs: 2 });
     expect(maxActive).toBe(3);
   });
 
@@ -90,7 +83,7 @@ describe("WorkQueue", () => {
     });
     queue.start();
     queue.add("a");
-    await until(() => at.length === 4);
+    await waitFor(() => at.length === 4, { message: "timed out waiting for 4 runs", timeoutMs: 2000, intervalMs: 2 });
     expect(outcomes).toEqual([20, 40, 80, undefined]);
     expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(18);
     expect(at[3]! - at[2]!).toBeGreaterThanOrEqual(75);
@@ -108,7 +101,7 @@ describe("WorkQueue", () => {
     });
     queue.start();
     queue.add("a");
-    await until(() => at.length === 2);
+    await waitFor(() => at.length === 2, { message: "timed out waiting for 2 runs", timeoutMs: 2000, intervalMs: 2 });
     expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(45);
   });
 
@@ -119,13 +112,13 @@ describe("WorkQueue", () => {
     await tick(10);
     expect(runs).toEqual([]);
     queue.start();
-    await until(() => runs.length === 1);
+    await waitFor(() => runs.length === 1, { message: "timed out waiting for the first run", timeoutMs: 2000, intervalMs: 2 });
     await queue.pause();
     queue.add("b");
     await tick(10);
     expect(runs).toEqual(["a"]);
     queue.start();
-    await until(() => runs.length === 2);
+    await waitFor(() => runs.length === 2, { message: "timed out waiting for both runs", timeoutMs: 2000, intervalMs: 2 });
   });
 
   it("shutdown waits for runs in progress and drops the rest", async () => {

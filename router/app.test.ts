@@ -5,6 +5,7 @@ import { ModelStartError, ModelsBusyError, type Endpoint } from "./backends/type
 import { type RouterConfig } from "./config.js";
 import { run, type RouterHandle } from "./run.js";
 import { testRouterConfig } from "../test/helpers/config.js";
+import { waitFor } from "../test/helpers/wait.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -161,7 +162,7 @@ describe("proxying", () => {
     await reader.read();
     expect(fake.active).toBe(1);
     controller.abort();
-    await waitUntil(() => fake.active === 0 && fake.aborted === 1);
+    await waitFor(() => fake.active === 0 && fake.aborted === 1, { message: "timed out waiting for the runtime to see the abort", timeoutMs: 5000, intervalMs: 10 });
   });
 
   it("sends each endpoint's fair share: the one with fewer requests in flight first", async () => {
@@ -491,12 +492,4 @@ describe("rate limits (memory)", () => {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 async function jsonOf(response: Response): Promise<any> {
   return await response.json();
-}
-
-async function waitUntil(check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }

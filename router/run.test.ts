@@ -8,6 +8,7 @@ import { StaticBackend } from "./backends/static.js";
 import { type RouterConfig } from "./config.js";
 import { run, type RouterHandle } from "./run.js";
 import { parseAnswer, rawExchange } from "../test/helpers/raw-http.js";
+import { waitFor } from "../test/helpers/wait.js";
 import { testRouterConfig } from "../test/helpers/config.js";
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -163,8 +164,7 @@ describe("shutting down", () => {
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ prompt: "hi", stream: true }),
     }).then((response) => response.text());
-    const deadline = Date.now() + 5000;
-    while (fake.active === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    await waitFor(() => fake.active > 0, { intervalMs: 10, message: "timed out waiting for the stream to reach the runtime" });
     expect(fake.active).toBe(1);
 
     const closing = router.close();

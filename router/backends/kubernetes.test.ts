@@ -12,7 +12,7 @@ import { MODELS, type Model } from "../../common/kube/model-resource.js";
 import { installCrd, realKube } from "../../test/kube/cluster.js";
 import { startFaultProxy, type FaultProxy } from "../../test/kube/fault-proxy.js";
 import { setPodReady } from "../../test/kube/kubelet-status.js";
-import { waitFor } from "../../test/kube/wait.js";
+import { waitFor } from "../../test/helpers/wait.js";
 import { KubernetesBackend, podEndpoint } from "./kubernetes.js";
 import { ModelStartError } from "./types.js";
 

@@ -5,7 +5,7 @@ import path from "node:path";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { PACKAGE_ROOT } from "../../common/package-root.js";
-import { waitFor } from "../../test/kube/wait.js";
+import { waitFor } from "../../test/helpers/wait.js";
 import type { Catalog } from "../catalog.js";
 import { errorOf, LocalBackend, type LocalBackendOptions } from "./local.js";
 import { ModelsBusyError, ModelStartError } from "./types.js";

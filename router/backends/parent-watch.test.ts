@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { PassThrough } from "node:stream";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { waitFor } from "../../test/kube/wait.js";
+import { waitFor } from "../../test/helpers/wait.js";
 import { PARENT_WATCH_IMPORT } from "./local.js";
 import { PARENT_WATCH_ENV, SELF_STOP_GRACE_MS, watchParent, type WatchedProcess } from "./parent-watch.js";
 

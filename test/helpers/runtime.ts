@@ -43,22 +43,6 @@ export async function spawnRuntime(args: string[], env: NodeJS.ProcessEnv = {}):
   return { child, url: `http://127.0.0.1:${port}`, stderr: () => stderr, stdout: () => stdout, exit };
 }
 
-/** Polls until `check` returns a truthy value, or fails after the deadline. */
-export async function waitFor<T>(check: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastError ? `: ${String(lastError)}` : ""}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 export async function postJson(url: string, body: unknown, init: RequestInit = {}): Promise<Response> {
   return fetch(url, {
     method: "POST",

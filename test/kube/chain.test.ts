@@ -19,7 +19,7 @@ import { ensureTestModel } from "../helpers/test-models.js";
 import { freePort } from "./control-plane.js";
 import { auditEntries, findKubectl, forbidden, installChart, kubectl as adminKubectl, serviceAccountKubeConfig, type ServiceAccountKube } from "./chart.js";
 import { installCrd, realKube } from "./cluster.js";
-import { waitFor as pollFor } from "./wait.js";
+import { waitFor } from "../helpers/wait.js";
 import { startPodRunner, type PodRunner } from "./pod-runner.js";
 
 const kube = realKube();
@@ -50,9 +50,6 @@ async function stop(proc: Proc | undefined, signal: NodeJS.Signals = "SIGTERM"):
   clearTimeout(timer);
 }
 
-/** Polls until `check` gives a truthy value; fails after the deadline, naming what was awaited. */
-const waitFor = <T>(check: () => Promise<T> | T, what: string, timeoutMs = 30_000) => pollFor(check, { message: what, timeoutMs, intervalMs: 100 });
-
 const condition = (model: Model | undefined, type: string): Condition | undefined => model?.status?.conditions?.find((c) => c.type === type);
 
 describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane, end to end", () => {
@@ -80,7 +77,7 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
     waitFor(async () => {
       const m = await model(name);
       return m && check(m) ? m : undefined;
-    }, `${name}: ${what}`, timeoutMs);
+    }, { message: `${name}: ${what}`, timeoutMs, intervalMs: 100 });
   const apply = (name: string, spec: Partial<ModelSpec>) =>
     client.apply<Model>(MODELS, { apiVersion: "corral.dev/v1alpha1", kind: "Model", metadata: { name, namespace: ns }, spec: { source: "successor.gguf", cache: { claimName: "models" }, threads: 1, contextSize: 512, ...spec } } as Model, {
       fieldManager: "kubectl",
@@ -162,7 +159,7 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
     };
     ({ proc: router, url: routerUrl } = await startRouter("router", 60));
     ({ proc: routerB, url: routerBUrl } = await startRouter("router-b", 1));
-    await waitFor(async () => (await fetch(`${routerUrl}/health`)).ok && (await fetch(`${routerBUrl}/health`)).ok, "the routers did not become healthy");
+    await waitFor(async () => (await fetch(`${routerUrl}/health`)).ok && (await fetch(`${routerBUrl}/health`)).ok, { message: "the routers did not become healthy", timeoutMs: 30_000, intervalMs: 100 });
   }, 120_000);
 
   afterAll(async () => {
@@ -210,19 +207,19 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
 
   it("kubectl scale model moves the pods up and down", async () => {
     await kubectl("scale", "model", "successor", "--replicas=2");
-    await waitFor(async () => (await readyPods("successor")).length === 2, "two ready pods", 60_000);
+    await waitFor(async () => (await readyPods("successor")).length === 2, { message: "two ready pods", timeoutMs: 60_000, intervalMs: 100 });
     const two = await modelWhere("successor", (m) => m.status?.ready === "2/2", "not 2/2");
     expect(two.status?.phase).toBe("Ready");
     expect(new Set((await readyPods("successor")).map((p) => p.status?.podIP)).size).toBe(2);
     await kubectl("scale", "model", "successor", "--replicas=1");
-    await waitFor(async () => (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: "corral.dev/model=successor" })).items.length === 1, "one pod left", 60_000);
+    await waitFor(async () => (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: "corral.dev/model=successor" })).items.length === 1, { message: "one pod left", timeoutMs: 60_000, intervalMs: 100 });
     await modelWhere("successor", (m) => m.status?.ready === "1/1", "not 1/1");
   });
 
   it("at zero replicas a request is held, scales the Model up, and is answered once the pod is ready", async () => {
     await kubectl("scale", "model", "successor", "--replicas=0");
     await modelWhere("successor", (m) => m.status?.phase === "ScaledToZero" && m.status.replicas === 0, "not ScaledToZero");
-    await waitFor(async () => (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: "corral.dev/model=successor" })).items.length === 0, "pods gone");
+    await waitFor(async () => (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: "corral.dev/model=successor" })).items.length === 0, { message: "pods gone", timeoutMs: 30_000, intervalMs: 100 });
     const started = Date.now();
     const response = await generate("corral/successor");
     const heldMs = Date.now() - started;
@@ -258,7 +255,7 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
     expect(loaded.status).toBe(200);
     expect(await loaded.json()).toMatchObject({ model_id: "corral/cold", state: "ready", current: true });
     // The other replica sends requests without a model id there too (the current model is shared).
-    await waitFor(async () => ((await (await fetch(`${routerBUrl}/models/current`)).json()) as { model_id: string | null }).model_id === "corral/cold", "router B did not see the current model");
+    await waitFor(async () => ((await (await fetch(`${routerBUrl}/models/current`)).json()) as { model_id: string | null }).model_id === "corral/cold", { message: "router B did not see the current model", timeoutMs: 30_000, intervalMs: 100 });
     const viaCurrent = await postJson(`${routerBUrl}/generate`, { prompt: "Hello wor" });
     expect(((await viaCurrent.json()) as { response: string }).response).toBe("stuvwxyz");
     const unloaded = await postJson(`${routerUrl}/models/unload`, { model_id: "corral/cold" });
@@ -293,13 +290,12 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
         const ready = await readyPods("successor");
         return ready.length === 1 && live.length === 1 && !before.includes(ready[0].metadata.name);
       },
-      "the rollout did not finish",
-      90_000,
+      { message: "the rollout did not finish", timeoutMs: 90_000, intervalMs: 100 },
     );
     await modelWhere("successor", (m) => condition(m, "Progressing")?.reason === "RolloutComplete", "rollout not complete");
     // A few more requests on the new pod.
     const target = answered + 3;
-    await waitFor(() => answered >= target, "requests after the rollout");
+    await waitFor(() => answered >= target, { message: "requests after the rollout", timeoutMs: 30_000, intervalMs: 100 });
     rolling = false;
     await client1;
     expect(failures).toEqual([]);
@@ -318,8 +314,7 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
         const status = p?.status?.containerStatuses?.[0];
         return status && status.restartCount >= 1 && status.ready ? p : undefined;
       },
-      "the pod was not restarted and ready again",
-      60_000,
+      { message: "the pod was not restarted and ready again", timeoutMs: 60_000, intervalMs: 100 },
     );
     expect(restarted.status?.containerStatuses?.[0].lastState?.terminated).toMatchObject({ exitCode: 137 });
     const m = await modelWhere("successor", (x) => condition(x, "Degraded")?.status === "True", "not Degraded");
@@ -355,7 +350,7 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
     await stop(leader, "SIGKILL");
     const other = holder === "operator-0" ? "operator-1" : "operator-0";
     const killedAt = Date.now();
-    await waitFor(async () => (await client.get<KubeObject & { spec: { holderIdentity?: string } }>(RESOURCES.leases, ns, "corral-operator"))?.spec.holderIdentity === other, "no failover", 30_000);
+    await waitFor(async () => (await client.get<KubeObject & { spec: { holderIdentity?: string } }>(RESOURCES.leases, ns, "corral-operator"))?.spec.holderIdentity === other, { message: "no failover", timeoutMs: 30_000, intervalMs: 100 });
     figure("leader SIGKILLed -> Lease taken over", `${((Date.now() - killedAt) / 1000).toFixed(1)} s (lease duration 4 s)`);
     // The new leader acts: a new Model gets its objects, and there is one of each.
     await apply("after-failover", { modelId: "corral/after", replicas: 1 });
@@ -371,10 +366,10 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
   it("deleting a Model drains its pods and the garbage collector removes its Deployment and Service", async () => {
     const [pod] = await readyPods("after-failover");
     await client.delete(MODELS, ns, "after-failover");
-    await waitFor(async () => (await client.get(RESOURCES.pods, ns, pod.metadata.name)) === undefined, "the pod was not removed", 60_000);
+    await waitFor(async () => (await client.get(RESOURCES.pods, ns, pod.metadata.name)) === undefined, { message: "the pod was not removed", timeoutMs: 60_000, intervalMs: 100 });
     expect(runner.logs(ns, pod.metadata.name)).toMatch(/drain|SIGTERM|shutting down/i);
-    await waitFor(async () => (await client.get(RESOURCES.deployments, ns, "after-failover")) === undefined, "the Deployment was not collected", 60_000);
-    await waitFor(async () => (await client.get(RESOURCES.services, ns, "after-failover")) === undefined, "the Service was not collected", 60_000);
+    await waitFor(async () => (await client.get(RESOURCES.deployments, ns, "after-failover")) === undefined, { message: "the Deployment was not collected", timeoutMs: 60_000, intervalMs: 100 });
+    await waitFor(async () => (await client.get(RESOURCES.services, ns, "after-failover")) === undefined, { message: "the Service was not collected", timeoutMs: 60_000, intervalMs: 100 });
     const response = await generate("corral/after");
     expect(response.status).toBe(404);
   });

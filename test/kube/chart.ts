@@ -19,7 +19,7 @@ import { LAYER_PACKAGES, extractFromLayer, templateRelease, type KubeObject } fr
 import type { RealKube } from "./cluster.js";
 import { tokenKubeconfig } from "./control-plane.js";
 import { setPodReady } from "./kubelet-status.js";
-import { waitFor } from "./wait.js";
+import { waitFor } from "../helpers/wait.js";
 
 const run = promisify(execFile);
 
@@ -65,11 +65,6 @@ export async function kubectl(kube: RealKube, args: string[]): Promise<string> {
     const e = error as { stdout?: string; stderr?: string; message: string };
     throw new Error(`kubectl ${args.join(" ")} failed:\n${e.stderr || e.stdout || e.message}`);
   }
-}
-
-/** Polls until `check` returns a truthy value; fails after the deadline with the last error. */
-export function waitUntil<T>(what: string, check: () => Promise<T | undefined | false | null> | T | undefined | false | null, timeoutMs = 30_000): Promise<T> {
-  return waitFor(check, { message: `timed out waiting for ${what}`, timeoutMs, intervalMs: 100 }) as Promise<T>;
 }
 
 export interface InstalledChart {
@@ -119,7 +114,7 @@ export async function installChart(kube: RealKube, options: { release: string; n
       const version = versions.find((v) => v.served)!.name;
       // Right after Established the API server can still answer 404 for a moment.
       const admin = new KubeClient(kube.kubeConfig);
-      await waitUntil(`${names.plural}.${group} to be served`, () => admin.request("GET" as never, `/apis/${group}/${version}/${names.plural}?limit=1`).then(() => true), timeoutMs);
+      await waitFor(() => admin.request("GET" as never, `/apis/${group}/${version}/${names.plural}?limit=1`).then(() => true), { message: `timed out waiting for ${names.plural}.${group} to be served`, timeoutMs, intervalMs: 100 });
     }
     stored.push(...(await apply(objects.filter((o) => o.kind !== "CustomResourceDefinition"), "objects")));
     return { release, namespace, objects, stored };
@@ -289,28 +284,28 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
     last = Date.now();
   };
   const phase = async (wanted: (phase: string | undefined) => boolean, what: string) =>
-    waitUntil(`Model ${name} ${what}`, async () => {
+    waitFor(async () => {
       const m = await model();
       const p = m?.status?.phase;
       if (p && phases[phases.length - 1] !== p) phases.push(p);
       return m && m.status?.observedGeneration === m.metadata.generation && wanted(p) ? m : undefined;
-    }, timeoutMs);
+    }, { message: `timed out waiting for Model ${name} ${what}`, timeoutMs, intervalMs: 100 });
   const scale = (replicas: number) => admin.mergePatch(MODELS, namespace, name, { spec: { replicas } }, { subresource: "scale" });
   const currentModel = async () => (await admin.get<ConfigMap>(RESOURCES.configMaps, namespace, options.router.stateConfigMap ?? "corral-router"))?.data?.[STATE_KEY];
 
   const operator = await runOperator(options.operator.config, { kubeConfig: options.operator.kubeConfig, logger, probe: async () => undefined });
   const backend = new KubernetesBackend({ client: new KubeClient(options.router.kubeConfig), namespace, logger, stateConfigMap: options.router.stateConfigMap });
   try {
-    await waitUntil("the operator to lead and sync", () => operator.isLeader() && operator.synced(), timeoutMs);
+    await waitFor(() => operator.isLeader() && operator.synced(), { message: "timed out waiting for the operator to lead and sync", timeoutMs, intervalMs: 100 });
     step("lead");
     // Scaled to zero from the start, with a cache: Deployment (0 replicas), Service and PVC.
     await admin.create(MODELS, namespace, { apiVersion: MODEL_API_VERSION, kind: MODEL_KIND, metadata: { name, namespace }, spec: { source: "hf:corral/test/model.gguf", replicas: 0, cache: { size: "1Gi" } } });
-    const children = await waitUntil("the Model's Deployment, Service and PVC", async () => {
+    const children = await waitFor(async () => {
       const kinds = await Promise.all(
         [RESOURCES.deployments, RESOURCES.services, RESOURCES.persistentVolumeClaims].map(async (rt) => ((await admin.list(rt, namespace, { labelSelector: selector })).items.length ? rt.kind : undefined)),
       );
       return kinds.every(Boolean) ? (kinds as string[]) : undefined;
-    }, timeoutMs);
+    }, { message: "timed out waiting for the Model's Deployment, Service and PVC", timeoutMs, intervalMs: 100 });
     await phase((p) => p === "ScaledToZero", "scaled to zero");
     step("created");
 
@@ -320,33 +315,33 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
     if (!backend.list().some((entry) => entry.model_id === name)) throw new Error(`the router does not list Model ${name}`);
     const loading = backend.load(name, AbortSignal.timeout(timeoutMs));
     loading.catch(() => undefined);
-    const pod = await waitUntil("a pod of the Model (made by the Deployment controller)", async () => (await admin.list<Pod>(RESOURCES.pods, namespace, { labelSelector: selector })).items[0], timeoutMs);
+    const pod = await waitFor(async () => (await admin.list<Pod>(RESOURCES.pods, namespace, { labelSelector: selector })).items[0], { message: "timed out waiting for a pod of the Model (made by the Deployment controller)", timeoutMs, intervalMs: 100 });
     await setPodReady(admin, namespace, pod.metadata.name);
     await loading;
     await phase((p) => p === "Ready", "Ready");
-    const loaded = await waitUntil("the router's current model", currentModel, timeoutMs);
+    const loaded = await waitFor(currentModel, { message: "timed out waiting for the router's current model", timeoutMs, intervalMs: 100 });
     step("loaded");
 
     // A spec change re-applies the Deployment.
     const deployment = async () => (await admin.list<Deployment>(RESOURCES.deployments, namespace, { labelSelector: selector })).items[0];
     const before = (await deployment())?.metadata.generation ?? 0;
     await admin.mergePatch(MODELS, namespace, name, { spec: { parallel: 2 } });
-    await waitUntil("the Deployment to follow spec.parallel", async () => ((await deployment())?.metadata.generation ?? 0) > before, timeoutMs);
+    await waitFor(async () => ((await deployment())?.metadata.generation ?? 0) > before, { message: "timed out waiting for the Deployment to follow spec.parallel", timeoutMs, intervalMs: 100 });
     await phase(() => true, "to observe the new generation");
     step("changed");
 
     // The router unloads it; scaled to zero twice, the same Event is counted (patched) on the first.
     await backend.unload(name);
     await phase((p) => p === "ScaledToZero", "scaled to zero by the router");
-    const unloaded = await waitUntil("the router's current model to be cleared", async () => ((await currentModel()) === "" ? "(none)" : undefined), timeoutMs);
+    const unloaded = await waitFor(async () => ((await currentModel()) === "" ? "(none)" : undefined), { message: "timed out waiting for the router's current model to be cleared", timeoutMs, intervalMs: 100 });
     step("unloaded");
     await scale(1);
     await phase((p) => p !== "ScaledToZero", "scaled up again");
     await scale(0);
-    const events = await waitUntil("the ScaledToZero Event counted twice", async () => {
+    const events = await waitFor(async () => {
       const list = (await admin.list<KubeEvent>(RESOURCES.events, namespace, { fieldSelector: `involvedObject.name=${name}` })).items;
       return list.some((e) => e.reason === "ScaledToZero" && (e.count ?? 1) >= 2) ? list.map((e) => ({ reason: e.reason ?? "", count: e.count ?? 1 })) : undefined;
-    }, timeoutMs);
+    }, { message: "timed out waiting for the ScaledToZero Event counted twice", timeoutMs, intervalMs: 100 });
     step("scaled to zero twice");
     const lease = await admin.get<ApiObject & { spec?: { holderIdentity?: string } }>(RESOURCES.leases, options.operator.config.leaseNamespace ?? namespace, options.operator.config.leaseName);
 
@@ -354,14 +349,14 @@ export async function modelLifeCycle(options: LifeCycleOptions): Promise<LifeCyc
     await admin.delete(MODELS, namespace, name);
     const deletedAt = Date.now();
     const left = new Set([RESOURCES.deployments, RESOURCES.services, RESOURCES.persistentVolumeClaims]);
-    await waitUntil("the Model's children to be garbage-collected", async () => {
+    await waitFor(async () => {
       for (const rt of left) {
         if ((await admin.list(rt, namespace, { labelSelector: selector })).items.length) continue;
         left.delete(rt);
         steps[`${rt.kind} gone`] = Date.now() - deletedAt;
       }
       return left.size === 0;
-    }, gcTimeoutMs);
+    }, { message: "timed out waiting for the Model's children to be garbage-collected", timeoutMs: gcTimeoutMs, intervalMs: 100 });
     step("deleted");
     return {
       operatorIdentity: operator.identity,

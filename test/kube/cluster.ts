@@ -6,6 +6,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { RESOURCES, type KubeClient } from "../../common/kube/client.js";
 import type { KubeObject } from "../../common/kube/types.js";
 import { MODEL_CRD_NAME, loadModelCrd } from "../../common/kube/model-resource.js";
+import { waitFor } from "../helpers/wait.js";
 
 export interface RealKube {
   kubeconfigPath: string;
@@ -32,14 +33,13 @@ export function realKube(): RealKube | undefined {
  */
 export async function installCrd(client: KubeClient, timeoutMs = 30_000): Promise<void> {
   await client.apply(RESOURCES.customResourceDefinitions, loadModelCrd() as KubeObject, { fieldManager: "corral-tests", force: true });
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const crd = await client
-      .get<KubeObject & { status?: { conditions?: { type: string; status: string }[] } }>(RESOURCES.customResourceDefinitions, undefined, MODEL_CRD_NAME)
-      .catch(() => undefined);
-    const established = crd?.status?.conditions?.some((c) => c.type === "Established" && c.status === "True");
-    if (established && (await client.request("GET" as never, "/apis/corral.dev/v1alpha1/models?limit=1").then(() => true, () => false))) return;
-    if (Date.now() > deadline) throw new Error(`the Model CRD was not established within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitFor(
+    async () => {
+      const crd = await client.get<KubeObject & { status?: { conditions?: { type: string; status: string }[] } }>(RESOURCES.customResourceDefinitions, undefined, MODEL_CRD_NAME);
+      if (!crd?.status?.conditions?.some((c) => c.type === "Established" && c.status === "True")) return false;
+      await client.request("GET" as never, "/apis/corral.dev/v1alpha1/models?limit=1");
+      return true;
+    },
+    { message: "timed out waiting for the Model CRD to be established and served", timeoutMs, intervalMs: 100 },
+  );
 }

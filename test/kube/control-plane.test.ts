@@ -3,6 +3,7 @@
 
 import { describe, expect, it } from "vitest";
 import { KubeClient, RESOURCES } from "../../common/kube/client.js";
+import { waitFor } from "../helpers/wait.js";
 import { realKube } from "./cluster.js";
 
 const kube = realKube();
@@ -24,13 +25,11 @@ describe.skipIf(!kube)("the real control plane", () => {
         template: { metadata: { labels: { app: "web" } }, spec: { containers: [{ name: "c", image: "x" }] } },
       },
     });
-    const deadline = Date.now() + 30_000;
-    let pods = 0;
-    while (Date.now() < deadline && pods < 2) {
-      pods = (await client.list(RESOURCES.pods, ns)).items.length;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    expect(pods).toBe(2);
+    await waitFor(async () => (await client.list(RESOURCES.pods, ns)).items.length === 2, {
+      message: "timed out waiting for the ReplicaSet's 2 pods",
+      timeoutMs: 30_000,
+      intervalMs: 200,
+    });
     await client.delete(RESOURCES.namespaces, undefined, ns);
   });
 });

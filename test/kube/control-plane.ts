@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { freePort } from "../helpers/net.js";
+import { waitFor } from "../helpers/wait.js";
 
 export const ASSETS_ENV = "CORRAL_KUBE_ASSETS";
 const BINARIES = ["etcd", "kube-apiserver", "kube-controller-manager"] as const;
@@ -146,17 +147,29 @@ function logTail(dir: string, name: string, lines = 30): string {
   }
 }
 
+/**
+ * Polls `check` with the shared poller, failing at once (with its log) when one of `procs` exits,
+ * and on timeout with the last lines of every log.
+ */
 async function until(what: string, timeoutMs: number, procs: Proc[], dir: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    for (const p of procs) {
-      if (p.child.exitCode !== null || p.child.signalCode !== null) {
-        throw new Error(`${p.name} exited (${p.child.exitCode ?? p.child.signalCode}) while waiting for ${what}:\n${logTail(dir, p.name)}`);
-      }
-    }
-    if (await check().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms; last lines:\n${procs.map((p) => `== ${p.name}\n${logTail(dir, p.name, 10)}`).join("\n")}`);
-    await new Promise((r) => setTimeout(r, 200));
+  const died = new AbortController();
+  const exitedError = (p: Proc) => new Error(`${p.name} exited (${p.child.exitCode ?? p.child.signalCode}) while waiting for ${what}:\n${logTail(dir, p.name)}`);
+  const watch = (p: Proc) => {
+    if (p.child.exitCode !== null || p.child.signalCode !== null) died.abort(exitedError(p));
+  };
+  const listeners = procs.map((p) => {
+    const listener = () => watch(p);
+    p.child.once("exit", listener);
+    watch(p);
+    return () => p.child.off("exit", listener);
+  });
+  try {
+    await waitFor(check, { message: what, timeoutMs, intervalMs: 200, signal: died.signal });
+  } catch (error) {
+    if (died.signal.aborted) throw error;
+    throw new Error(`${(error as Error).message}; last lines:\n${procs.map((p) => `== ${p.name}\n${logTail(dir, p.name, 10)}`).join("\n")}`);
+  } finally {
+    for (const off of listeners) off();
   }
 }
 

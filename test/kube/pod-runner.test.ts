@@ -13,7 +13,7 @@ import type { KubeObject, Lease } from "../../common/kube/types.js";
 import { REPO_ROOT, TEST_MODEL_DIR, ensureTestModel } from "../helpers/test-models.js";
 import { realKube } from "./cluster.js";
 import { startPodRunner, type PodRunner } from "./pod-runner.js";
-import { waitFor as pollFor } from "./wait.js";
+import { waitFor } from "../helpers/wait.js";
 
 const kube = realKube();
 
@@ -60,18 +60,6 @@ interface PodStatus {
   }[];
 }
 type Pod = KubeObject & { spec: Record<string, any>; status?: PodStatus };
-
-/** The shared poller (test/kube/wait.ts), where any value but undefined and false counts as done. */
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 30_000, everyMs = 100): Promise<T> {
-  const done = await pollFor(
-    async () => {
-      const value = await check();
-      return value !== undefined && value !== false ? { value } : undefined;
-    },
-    { message: what, timeoutMs, intervalMs: everyMs },
-  );
-  return done.value;
-}
 
 const isReady = (pod: Pod | undefined) => pod?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
 
@@ -148,7 +136,7 @@ describe.skipIf(!kube)("the pod runner (a kubelet stand-in) on the real control 
     expect(node?.status.allocatable).toMatchObject({ pods: "110" });
     const first = (await client.get<Lease>(RESOURCES.leases, "kube-node-lease", runner.nodeName))?.spec?.renewTime;
     expect(first).toBeTruthy();
-    await waitFor("the Lease renewed", async () => (await client.get<Lease>(RESOURCES.leases, "kube-node-lease", runner.nodeName))?.spec?.renewTime !== first, 10_000);
+    await waitFor(async () => (await client.get<Lease>(RESOURCES.leases, "kube-node-lease", runner.nodeName))?.spec?.renewTime !== first, { message: "timed out waiting for the Lease renewed", timeoutMs: 10_000, intervalMs: 100 });
   });
 
   it("runs a Deployment's pods on addresses of their own, Ready through their readiness probe, with the pod's env only", async () => {
@@ -162,10 +150,10 @@ describe.skipIf(!kube)("the pod runner (a kubelet stand-in) on the real control 
         template: { metadata: { labels: { app: "web" } }, spec: { containers: [serverContainer()], volumes: SERVER_VOLUMES, terminationGracePeriodSeconds: 5 } },
       },
     });
-    const pods = await waitFor("two Ready pods", async () => {
+    const pods = await waitFor(async () => {
       const items = (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: "app=web" })).items;
       return items.length === 2 && items.every(isReady) ? items : undefined;
-    });
+    }, { message: "timed out waiting for two Ready pods", timeoutMs: 30_000, intervalMs: 100 });
     const ips = pods.map((p) => p.status!.podIP!);
     expect(new Set(ips).size).toBe(2);
     for (const pod of pods) {
@@ -195,7 +183,7 @@ describe.skipIf(!kube)("the pod runner (a kubelet stand-in) on the real control 
       expect(runner.logs(ns, pod.metadata.name)).toContain(`listening on ${status.podIP}:8080`);
     }
     // The real Deployment controller counts them.
-    await waitFor("the Deployment reports 2 ready replicas", async () => (await client.get<any>(RESOURCES.deployments, ns, "web"))?.status?.readyReplicas === 2);
+    await waitFor(async () => (await client.get<any>(RESOURCES.deployments, ns, "web"))?.status?.readyReplicas === 2, { message: "timed out waiting for the Deployment reports 2 ready replicas", timeoutMs: 30_000, intervalMs: 100 });
     // The node lifecycle controller is content: no not-ready or unreachable taints.
     expect((await client.get<KubeObject & { spec: { taints?: unknown[] } }>(NODES, undefined, runner.nodeName))?.spec.taints).toBeUndefined();
   });
@@ -204,12 +192,12 @@ describe.skipIf(!kube)("the pod runner (a kubelet stand-in) on the real control 
     const pods = (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: "app=web" })).items;
     const victim = pods[0].metadata.name;
     await client.request(HttpMethod.DELETE, resourcePath(RESOURCES.pods, ns, victim), { body: { apiVersion: "v1", kind: "DeleteOptions", gracePeriodSeconds: 5 } });
-    await waitFor("the deleted pod gone from the API", async () => (await getPod(victim)) === undefined, 15_000);
+    await waitFor(async () => (await getPod(victim)) === undefined, { message: "timed out waiting for the deleted pod gone from the API", timeoutMs: 15_000, intervalMs: 100 });
     expect(readFileSync(path.join(scratch, `${victim}.term`), "utf8")).toBe("SIGTERM\n");
-    await waitFor("two Ready pods again", async () => {
+    await waitFor(async () => {
       const items = (await client.list<Pod>(RESOURCES.pods, ns, { labelSelector: "app=web" })).items;
       return items.length === 2 && items.every(isReady) && !items.some((p) => p.metadata.name === victim);
-    });
+    }, { message: "timed out waiting for two Ready pods again", timeoutMs: 30_000, intervalMs: 100 });
     await client.delete(RESOURCES.deployments, ns, "web");
   });
 
@@ -220,15 +208,13 @@ describe.skipIf(!kube)("the pod runner (a kubelet stand-in) on the real control 
     });
     const waiting = new Set<string>();
     const pod = await waitFor(
-      "two restarts",
       async () => {
         const pod = await getPod("crasher");
         const status = pod?.status?.containerStatuses?.[0];
         if (status?.state.waiting?.reason === "CrashLoopBackOff") waiting.add(status.state.waiting.message);
         return status && status.restartCount >= 2 && waiting.size >= 1 ? pod : undefined;
       },
-      30_000,
-      50,
+      { message: "timed out waiting for two restarts", timeoutMs: 30_000, intervalMs: 50 },
     );
     const uid = pod!.metadata.uid!;
     expect([...waiting].some((m) => new RegExp(`^back-off [12]s restarting failed container=c pod=crasher_${ns}\\(${uid}\\)$`).test(m))).toBe(true);
@@ -249,15 +235,15 @@ describe.skipIf(!kube)("the pod runner (a kubelet stand-in) on the real control 
       volumes: SERVER_VOLUMES,
       terminationGracePeriodSeconds: 5,
     });
-    const pod = await waitFor("the pod Ready", async () => {
+    const pod = await waitFor(async () => {
       const pod = await getPod("lively");
       return isReady(pod) ? pod : undefined;
-    });
+    }, { message: "timed out waiting for the pod Ready", timeoutMs: 30_000, intervalMs: 100 });
     await fetch(`http://${pod.status!.podIP}:8080/sick`);
-    const restarted = await waitFor("a restart after the liveness failures", async () => {
+    const restarted = await waitFor(async () => {
       const pod = await getPod("lively");
       return pod?.status?.containerStatuses?.[0].restartCount === 1 && isReady(pod) ? pod : undefined;
-    });
+    }, { message: "timed out waiting for a restart after the liveness failures", timeoutMs: 30_000, intervalMs: 100 });
     // The server exits 0 on SIGTERM: the killed instance Completed.
     expect(restarted.status!.containerStatuses![0].lastState.terminated).toMatchObject({ exitCode: 0, reason: "Completed" });
     expect(readFileSync(path.join(scratch, "lively.term"), "utf8")).toBe("SIGTERM\n");
@@ -266,19 +252,19 @@ describe.skipIf(!kube)("the pod runner (a kubelet stand-in) on the real control 
 
   it("leaves a container whose command it cannot run waiting with CreateContainerError, and keeps going", async () => {
     await createPod("unknown", { containers: [{ name: "c", image: "example.com/x", command: ["no-such-command"] }] });
-    const status = await waitFor("the container waiting", async () => {
+    const status = await waitFor(async () => {
       const status = (await getPod("unknown"))?.status;
       return status?.containerStatuses?.[0].state.waiting?.reason === "CreateContainerError" ? status : undefined;
-    });
+    }, { message: "timed out waiting for the container waiting", timeoutMs: 30_000, intervalMs: 100 });
     expect(status.phase).toBe("Pending");
     expect(status.containerStatuses![0].state.waiting.message).toContain('"no-such-command"');
     await client.delete(RESOURCES.pods, ns, "unknown");
-    await waitFor("the pod gone", async () => (await getPod("unknown")) === undefined, 15_000);
+    await waitFor(async () => (await getPod("unknown")) === undefined, { message: "timed out waiting for the pod gone", timeoutMs: 15_000, intervalMs: 100 });
   });
 
   it("leaves a pod that does not fit Pending and Unschedulable, as the scheduler says it", async () => {
     await createPod("gpu", { containers: [{ name: "c", image: "x", command: ["node"], resources: { limits: { "nvidia.com/gpu": "1" } } }] });
-    const scheduled = await waitFor("the PodScheduled condition", async () => (await getPod("gpu"))?.status?.conditions?.find((c) => c.type === "PodScheduled"));
+    const scheduled = await waitFor(async () => (await getPod("gpu"))?.status?.conditions?.find((c) => c.type === "PodScheduled"), { message: "timed out waiting for the PodScheduled condition", timeoutMs: 30_000, intervalMs: 100 });
     expect(scheduled).toMatchObject({ status: "False", reason: "Unschedulable", message: "0/1 nodes are available: 1 Insufficient nvidia.com/gpu." });
     expect((await getPod("gpu"))?.spec.nodeName).toBeUndefined();
     await client.delete(RESOURCES.pods, ns, "gpu");
@@ -310,13 +296,11 @@ describe.skipIf(!kube)("the pod runner (a kubelet stand-in) on the real control 
       terminationGracePeriodSeconds: 5,
     });
     const pod = await waitFor(
-      "the runtime pod Ready",
       async () => {
         const pod = await getPod("corral");
         return isReady(pod) ? pod : undefined;
       },
-      60_000,
-      200,
+      { message: "timed out waiting for the runtime pod Ready", timeoutMs: 60_000, intervalMs: 200 },
     ).catch((error: Error) => {
       throw new Error(`${error.message}; runtime log:\n${runner.logs(ns, "corral")}`);
     });
@@ -329,7 +313,7 @@ describe.skipIf(!kube)("the pod runner (a kubelet stand-in) on the real control 
     expect(response.status).toBe(200);
     expect(((await response.json()) as { response: string }).response).toBe("stuvwxyz");
     await client.delete(RESOURCES.pods, ns, "corral");
-    await waitFor("the runtime pod gone", async () => (await getPod("corral")) === undefined, 15_000);
+    await waitFor(async () => (await getPod("corral")) === undefined, { message: "timed out waiting for the runtime pod gone", timeoutMs: 15_000, intervalMs: 100 });
     expect(existsSync(path.join(kube!.dir, "pod-addresses", pod.status!.podIP!))).toBe(false);
   }, 90_000);
 });

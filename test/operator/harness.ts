@@ -14,7 +14,7 @@ import type { RuntimeProbe } from "../../operator/reconcile.js";
 import { installCrd, realKube, type RealKube } from "../kube/cluster.js";
 import { startFaultProxy, type FaultProxy } from "../kube/fault-proxy.js";
 import { markPodsReady as markReady } from "../kube/kubelet-status.js";
-import { waitFor } from "../kube/wait.js";
+import { waitFor } from "../helpers/wait.js";
 import { testOperatorConfig } from "../helpers/config.js";
 
 export { waitFor };

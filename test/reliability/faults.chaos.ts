@@ -13,7 +13,8 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocalBackend } from "../../router/backends/local.js";
-import { CLI, waitFor } from "../helpers/runtime.js";
+import { CLI } from "../helpers/runtime.js";
+import { waitFor } from "../helpers/wait.js";
 import { TestRedis } from "../router/redis.js";
 import { freePort, MODEL_DIR, printTable, rawRequest, sseData, startServe, waitForModel, writeCatalog, type Serve } from "./harness.js";
 
@@ -155,7 +156,7 @@ describe("faults against corral serve", () => {
       const r = await post(serve.url, "/generate", { prompt: "again", model_id: "slow", max_length: 2 });
       s.count(r, true);
       return !(r instanceof Error) && r.status === 200;
-    }, "slow served again", 120_000);
+    }, { message: "timed out waiting for slow served again", timeoutMs: 120_000 });
     s.recovery = ms(performance.now() - killedAt);
     await stopLoad();
     s.finish();
@@ -293,7 +294,7 @@ describe("Redis stopped and hung under load", () => {
       if (fault === "SIGSTOP") redis.unpause();
       else await redis.resume();
       let recovered = true;
-      await waitFor(async () => (await rateLimiterState()) === "redis", "the rate limiter back on Redis", 30_000).catch(() => (recovered = false));
+      await waitFor(async () => (await rateLimiterState()) === "redis", { message: "timed out waiting for the rate limiter back on Redis", timeoutMs: 30_000 }).catch(() => (recovered = false));
       s.recovery = recovered ? `${ms(performance.now() - healedAt)} (to rate_limiter=redis)` : "not within 30 s";
       s.expect(recovered, "the rate limiter did not go back to Redis within 30 s");
       await sleep(1000);

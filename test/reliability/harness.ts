@@ -6,13 +6,14 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { routerConfig } from "../../router/config.js";
+import type { RouterConfig } from "../../router/config.js";
 import { run, type RouterHandle } from "../../router/run.js";
-import { waitFor } from "../helpers/runtime.js";
-import { ensureTestModel, REPO_ROOT } from "../helpers/test-models.js";
+import { waitFor } from "../helpers/wait.js";
+import { ensureTestModel } from "../helpers/test-models.js";
 import { freePort } from "../helpers/net.js";
+import { SERVE_MODEL_DIR, testServeConfig } from "../helpers/config.js";
 
-export const MODEL_DIR = path.join(REPO_ROOT, ".cache", "router-test-models");
+export const MODEL_DIR = SERVE_MODEL_DIR;
 
 /** A catalog file with the deterministic `tiny`, its twin `other`, and (optionally) the slow bench model. */
 export async function writeCatalog(dir: string, withSlow: boolean): Promise<string> {
@@ -35,26 +36,11 @@ export interface Serve {
 }
 
 /** `corral serve` (router + local backend with real runtime children) through the same run() as main.ts. */
-export async function startServe(settings: Record<string, unknown> = {}, withSlow = false): Promise<Serve> {
+export async function startServe(settings: Partial<RouterConfig> = {}, withSlow = false): Promise<Serve> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "corral-reliability-"));
   const catalog = await writeCatalog(dir, withSlow);
   const router = await run(
-    routerConfig({
-      backend: "local",
-      host: "127.0.0.1",
-      port: 0,
-      catalog,
-      threads: 1,
-      parallel: 2,
-      maxModels: 3,
-      modelDir: MODEL_DIR,
-      logLevel: process.env.TEST_LOG_LEVEL ?? "silent",
-      runtimeLogLevel: "warn",
-      rateLimitPoints: 0,
-      readyWaitSeconds: 60,
-      drainSeconds: 2,
-      ...settings,
-    }),
+    testServeConfig(catalog, settings),
     { runtimeLogSink: null },
   );
   await waitForModel(router.url, "tiny");
@@ -76,8 +62,7 @@ export async function waitForModel(url: string, modelId: string, timeoutMs = 120
       const available = (await (await fetch(`${url}/models/available`)).json()) as { models: { model_id: string; state: string }[] };
       return available.models.find((model) => model.model_id === modelId)?.state === "ready";
     },
-    `${modelId} ready`,
-    timeoutMs,
+    { message: `timed out waiting for ${modelId} ready`, timeoutMs },
   );
 }
 

@@ -9,6 +9,7 @@ import { run, type RouterHandle } from "../../router/run.js";
 import { FakeRuntime } from "./fake-runtime.js";
 import { HAS_REDIS, NO_REDIS_MESSAGE, TestRedis } from "./redis.js";
 import { testRouterConfig } from "../helpers/config.js";
+import { waitFor } from "../helpers/wait.js";
 
 // The rate limiter's circuit breaker against a real redis-server that hangs (SIGSTOP) or dies.
 
@@ -71,16 +72,6 @@ async function startRedis(): Promise<TestRedis> {
   return redis;
 }
 
-/** Polls `check` until it holds; returns the milliseconds since `since`. */
-async function waitUntil(check: () => boolean | Promise<boolean>, what: string, since = Date.now(), timeoutMs = 10_000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  return Date.now() - since;
-}
-
 /** Checks one after another for `forMs`; returns each check's latency. */
 async function checkFor(limiter: RateLimiter, key: string, forMs: number): Promise<number[]> {
   const latencies: number[] = [];
@@ -123,15 +114,18 @@ describe.skipIf(!HAS_REDIS)("the rate limiter's circuit breaker", () => {
     const [first, second] = [await a.check("during-hang"), await a.check("during-hang")];
     expect([first.allowed, second.allowed]).not.toEqual([true, true]);
     // `b` has none: two unanswered PINGs in a row trip it.
-    const bTripped = await waitUntil(() => b.mode === "memory-fallback", "the idle replica to trip", stoppedAt, 5000);
+    await waitFor(() => b.mode === "memory-fallback", { message: "timed out waiting for the idle replica to trip", timeoutMs: 5000, intervalMs: 10 });
+    const bTripped = Date.now() - stoppedAt;
     measured.push({ scenario: "hang (SIGSTOP)", event: "idle replica in memory (2 PINGs unanswered)", ms: bTripped });
     measured.push({ scenario: "hang (SIGSTOP)", event: "busy replica: first check (pays the timeout)", ms: latencies[0]! });
     measured.push({ scenario: "hang (SIGSTOP)", event: `busy replica: slowest of the next ${latencies.length - 1} checks`, ms: Math.max(...latencies.slice(1)) });
 
     const resumedAt = Date.now();
     redis.unpause();
-    const aBack = await waitUntil(() => a.mode === "redis", "`a` to use Redis again", resumedAt, 5000);
-    const bBack = await waitUntil(() => b.mode === "redis", "`b` to use Redis again", resumedAt, 5000);
+    await waitFor(() => a.mode === "redis", { message: "timed out waiting for `a` to use Redis again", timeoutMs: 5000, intervalMs: 10 });
+    const aBack = Date.now() - resumedAt;
+    await waitFor(() => b.mode === "redis", { message: "timed out waiting for `b` to use Redis again", timeoutMs: 5000, intervalMs: 10 });
+    const bBack = Date.now() - resumedAt;
     measured.push({ scenario: "hang (SIGSTOP)", event: "SIGCONT -> both replicas on Redis", ms: Math.max(aBack, bBack) });
     expect(await shared(a, b, "after-hang")).toBe(true);
     expect(logged(logs, "Redis is unreachable")).toBe(1);
@@ -143,14 +137,16 @@ describe.skipIf(!HAS_REDIS)("the rate limiter's circuit breaker", () => {
     const { a, b, logs } = await replicas(redis);
     const killedAt = Date.now();
     await redis.stop();
-    const down = await waitUntil(() => a.mode === "memory-fallback" && b.mode === "memory-fallback", "the fallback", killedAt);
+    await waitFor(() => a.mode === "memory-fallback" && b.mode === "memory-fallback", { message: "timed out waiting for the fallback", timeoutMs: 10_000, intervalMs: 10 });
+    const down = Date.now() - killedAt;
     measured.push({ scenario: "killed", event: "kill -> both replicas in memory", ms: down });
     const latencies = await checkFor(a, "during-outage", 500);
     expect(slow(latencies)).toBe(0);
 
     const restartedAt = Date.now();
     await redis.resume();
-    const back = await waitUntil(() => a.mode === "redis" && b.mode === "redis", "Redis to be used again", restartedAt, 10_000);
+    await waitFor(() => a.mode === "redis" && b.mode === "redis", { message: "timed out waiting for Redis to be used again", timeoutMs: 10_000, intervalMs: 10 });
+    const back = Date.now() - restartedAt;
     measured.push({ scenario: "killed", event: "restart -> both replicas on Redis", ms: back });
     expect(await shared(a, b, "after-restart")).toBe(true);
     expect(logged(logs, "Redis is unreachable")).toBe(1);
@@ -180,7 +176,8 @@ describe.skipIf(!HAS_REDIS)("the rate limiter's circuit breaker", () => {
 
     const stoppedAt = Date.now();
     redis.pause();
-    const degraded = await waitUntil(async () => (await health()).components.rate_limiter === "memory-fallback", "/health to say memory-fallback", stoppedAt, 5000);
+    await waitFor(async () => (await health()).components.rate_limiter === "memory-fallback", { message: "timed out waiting for /health to say memory-fallback", timeoutMs: 5000, intervalMs: 10 });
+    const degraded = Date.now() - stoppedAt;
     measured.push({ scenario: "hang, router, idle", event: "SIGSTOP -> /health memory-fallback", ms: degraded });
     expect((await health()).status).toBe("degraded");
     expect(await redisUp()).toBe(0);
@@ -192,7 +189,8 @@ describe.skipIf(!HAS_REDIS)("the rate limiter's circuit breaker", () => {
 
     const resumedAt = Date.now();
     redis.unpause();
-    const ok = await waitUntil(async () => (await health()).status === "ok", "/health to be ok again", resumedAt, 5000);
+    await waitFor(async () => (await health()).status === "ok", { message: "timed out waiting for /health to be ok again", timeoutMs: 5000, intervalMs: 10 });
+    const ok = Date.now() - resumedAt;
     measured.push({ scenario: "hang, router, idle", event: "SIGCONT -> /health ok", ms: ok });
     expect((await health()).components.rate_limiter).toBe("redis");
     expect(await redisUp()).toBe(1);

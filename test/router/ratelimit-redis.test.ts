@@ -6,6 +6,7 @@ import { run, type RouterHandle } from "../../router/run.js";
 import { FakeRuntime } from "./fake-runtime.js";
 import { HAS_REDIS, NO_REDIS_MESSAGE, TestRedis } from "./redis.js";
 import { testRouterConfig } from "../helpers/config.js";
+import { waitFor } from "../helpers/wait.js";
 
 if (!HAS_REDIS) console.warn(NO_REDIS_MESSAGE);
 
@@ -50,14 +51,6 @@ async function healthOf(handle: RouterHandle): Promise<{ components: { rate_limi
   return (await (await fetch(`${handle.url}/health`)).json()) as { components: { rate_limiter: string } };
 }
 
-async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 const count = (statuses: number[], status: number) => statuses.filter((s) => s === status).length;
 
 describe.skipIf(!HAS_REDIS)("rate limits in Redis", () => {
@@ -74,7 +67,7 @@ describe.skipIf(!HAS_REDIS)("rate limits in Redis", () => {
     expect(refused.headers.get("ratelimit-remaining")).toBe("0");
     // The bucket refills at 1 token a second: the next request passes about a second later, not before.
     const emptiedAt = Date.now();
-    await waitUntil(async () => (await generate(handle)).status === 200, "a refilled token");
+    await waitFor(async () => (await generate(handle)).status === 200, { message: "timed out waiting for a refilled token", timeoutMs: 15_000 });
     const waited = Date.now() - emptiedAt;
     expect(waited).toBeGreaterThan(300);
     expect(waited).toBeLessThan(2500);
@@ -99,7 +92,7 @@ describe.skipIf(!HAS_REDIS)("rate limits in Redis", () => {
     expect((await generate(handle)).status).toBe(429);
 
     await redis.stop();
-    await waitUntil(async () => (await healthOf(handle)).components.rate_limiter === "memory-fallback", "the fallback");
+    await waitFor(async () => (await healthOf(handle)).components.rate_limiter === "memory-fallback", { message: "timed out waiting for the fallback", timeoutMs: 15_000 });
     // The in-memory bucket starts full: still 10 at once, not more.
     const statuses = await burst([handle], 12);
     expect(count(statuses, 200)).toBe(10);
@@ -110,7 +103,7 @@ describe.skipIf(!HAS_REDIS)("rate limits in Redis", () => {
     expect((await healthOf(handle)).components.rate_limiter).toBe("memory-fallback");
 
     await redis.resume();
-    await waitUntil(async () => (await healthOf(handle)).components.rate_limiter === "redis", "Redis to be used again", 20_000);
+    await waitFor(async () => (await healthOf(handle)).components.rate_limiter === "redis", { message: "timed out waiting for Redis to be used again", timeoutMs: 20_000 });
     // Redis came back empty: a full bucket again, kept in Redis (a second router shares it).
     const other = await router(redis, fake);
     const after = await burst([handle, other], 12);

@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { canConnect, freePort } from "../helpers/net.js";
+import { waitFor } from "../helpers/wait.js";
 
 /** True when `redis-server` is on the PATH (CI installs it; see .ci/run). */
 export const HAS_REDIS = spawnSync("redis-server", ["--version"], { stdio: "ignore" }).status === 0;
@@ -25,11 +26,13 @@ export class TestRedis {
   async resume(): Promise<void> {
     const child = spawn("redis-server", ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
     this.process = child;
-    const deadline = Date.now() + 10_000;
-    while (!(await canConnect(this.port))) {
-      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-      if (Date.now() > deadline) throw new Error("redis-server did not start");
-      await new Promise((resolve) => setTimeout(resolve, 20));
+    const exited = new AbortController();
+    const onExit = (code: number | null) => exited.abort(new Error(`redis-server exited with ${code}`));
+    child.once("exit", onExit);
+    try {
+      await waitFor(() => canConnect(this.port), { message: "timed out waiting for redis-server to start", timeoutMs: 10_000, intervalMs: 20, signal: exited.signal });
+    } finally {
+      child.off("exit", onExit);
     }
   }
 

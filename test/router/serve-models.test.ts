@@ -3,10 +3,12 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalBackend } from "../../router/backends/local.js";
-import { routerConfig, type RouterConfig } from "../../router/config.js";
+import type { RouterConfig } from "../../router/config.js";
 import { run, type RouterHandle } from "../../router/run.js";
-import { postJson, readSse, streamedText, waitFor } from "../helpers/runtime.js";
-import { ensureTestModel, REPO_ROOT } from "../helpers/test-models.js";
+import { postJson, readSse, streamedText } from "../helpers/runtime.js";
+import { waitFor } from "../helpers/wait.js";
+import { testServeConfig } from "../helpers/config.js";
+import { ensureTestModel } from "../helpers/test-models.js";
 
 // Model switching under `corral serve` with real runtime children: a catalog with the
 // deterministic successor model and models whose files are not GGUF at all.
@@ -42,26 +44,11 @@ afterAll(async () => {
 
 async function serve(overrides: Partial<RouterConfig> = {}): Promise<RouterHandle> {
   const router = await run(
-    routerConfig({
-      backend: "local",
-      host: "127.0.0.1",
-      port: 0,
-      catalog: path.join(dir, "models.yaml"),
-      threads: 1,
-      parallel: 2,
-      maxModels: 2,
-      modelDir: path.join(REPO_ROOT, ".cache", "router-test-models"),
-      logLevel: process.env.TEST_LOG_LEVEL ?? "silent",
-      runtimeLogLevel: "warn",
-      rateLimitPoints: 0,
-      readyWaitSeconds: 60,
-      drainSeconds: 2,
-      ...overrides,
-    }),
+    testServeConfig(path.join(dir, "models.yaml"), { maxModels: 2, ...overrides }),
     { runtimeLogSink: null },
   );
   routers.push(router);
-  await waitFor(async () => ((await (await fetch(`${router.url}/models/current`)).json()) as { state: string }).state === "ready", "tiny ready", 120_000);
+  await waitFor(async () => ((await (await fetch(`${router.url}/models/current`)).json()) as { state: string }).state === "ready", { message: "timed out waiting for tiny ready", timeoutMs: 120_000 });
   return router;
 }
 

@@ -8,11 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { successorCompletion } from "../../common/testmodels/make.js";
 import { LocalBackend } from "../../router/backends/local.js";
 import { StaticBackend } from "../../router/backends/static.js";
-import { routerConfig } from "../../router/config.js";
 import { run, type RouterHandle } from "../../router/run.js";
-import { info, postJson, readSse, streamedText, waitFor } from "../helpers/runtime.js";
-import { ensureTestModel, REPO_ROOT } from "../helpers/test-models.js";
-import { testRouterConfig } from "../helpers/config.js";
+import { info, postJson, readSse, streamedText } from "../helpers/runtime.js";
+import { waitFor } from "../helpers/wait.js";
+import { ensureTestModel } from "../helpers/test-models.js";
+import { testRouterConfig, testServeConfig } from "../helpers/config.js";
 
 const exec = promisify(execFile);
 const ALPHABET = "abcdefghijklmnopqrstuvwxyz";
@@ -43,24 +43,10 @@ beforeAll(async () => {
     ].join("\n"),
   );
   serve = await run(
-    routerConfig({
-      backend: "local",
-      host: "127.0.0.1",
-      port: 0,
-      catalog,
-      threads: 1,
-      parallel: 2,
-      maxModels: 3,
-      modelDir: path.join(REPO_ROOT, ".cache", "router-test-models"),
-      logLevel: process.env.TEST_LOG_LEVEL ?? "silent",
-      runtimeLogLevel: "warn",
-      rateLimitPoints: 0,
-      readyWaitSeconds: 120,
-      drainSeconds: 2,
-    }),
+    testServeConfig(catalog, { readyWaitSeconds: 120 }),
     { runtimeLogSink: null },
   );
-  await waitFor(async () => (await (await fetch(`${serve.url}/models/current`)).json() as { state: string }).state === "ready", "tiny ready", 120_000);
+  await waitFor(async () => (await (await fetch(`${serve.url}/models/current`)).json() as { state: string }).state === "ready", { message: "timed out waiting for tiny ready", timeoutMs: 120_000 });
 }, 300_000);
 
 afterAll(async () => {
@@ -326,7 +312,7 @@ describe("streaming through the router", () => {
     expect((await reader.read()).done).toBe(false);
     expect((await info(runtime.url)).slots_busy).toBe(1);
     controller.abort();
-    await waitFor(async () => (await info(runtime.url)).slots_busy === 0, "the slot freed after the client left", 5000);
+    await waitFor(async () => (await info(runtime.url)).slots_busy === 0, { message: "timed out waiting for the slot freed after the client left", timeoutMs: 5000 });
     const metrics = await (await fetch(`${runtime.url}/metrics`)).text();
     const generated = Number(/^corral_runtime_completion_tokens_total\{[^}]*\} (\d+)/m.exec(metrics)?.[1]);
     expect(generated).toBeLessThan(100);
@@ -337,7 +323,7 @@ describe("streaming through the router", () => {
     await postJson(`${serve.url}/models/load`, { model_id: "slow" });
     const runtime = backend.readyEndpoints("slow")[0]!;
     const pending = postJson(`${serve.url}/generate`, { prompt: "a long story", model_id: "slow", max_length: 400 });
-    await waitFor(async () => (await info(runtime.url)).slots_busy === 1, "the request running");
+    await waitFor(async () => (await info(runtime.url)).slots_busy === 1, { message: "timed out waiting for the request running", timeoutMs: 20_000 });
     process.kill(backend.runtimePid("slow")!, "SIGKILL");
     const failed = await pending;
     expect(failed.status).toBe(503);

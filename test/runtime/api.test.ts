@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import OpenAI from "openai";
 import { ensureTestModel } from "../helpers/test-models.js";
-import { info, postJson, readSse, startRuntime, streamedText, waitFor } from "../helpers/runtime.js";
+import { info, postJson, readSse, startRuntime, streamedText } from "../helpers/runtime.js";
+import { waitFor } from "../helpers/wait.js";
 import type { RuntimeHandle } from "../../runtime/run.js";
 
 // The successor model continues every letter with the next one and stops after "z", so
@@ -226,6 +227,6 @@ describe("runtime API on the successor model", () => {
     await waitFor(async () => {
       const body = (await info(url)) as any;
       return body.arriving === 0 && body.in_flight === 0;
-    }, "no request left arriving or in flight");
+    }, { message: "timed out waiting for no request left arriving or in flight", timeoutMs: 20_000 });
   });
 });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureTestModel } from "../helpers/test-models.js";
-import { postJson, readSse, spawnRuntime, startRuntime, streamedText, waitFor } from "../helpers/runtime.js";
+import { postJson, readSse, spawnRuntime, startRuntime, streamedText } from "../helpers/runtime.js";
+import { waitFor } from "../helpers/wait.js";
 
 interface Runtime {
   url: string;
@@ -23,7 +24,7 @@ const MODES: [string, (model: string, parallel: number) => Promise<Runtime>][] =
         await runtime.exit;
       };
       try {
-        await waitFor(async () => (await fetch(`${runtime.url}/readyz`).catch(() => undefined))?.status === 200, "runtime ready", 60_000);
+        await waitFor(async () => (await fetch(`${runtime.url}/readyz`).catch(() => undefined))?.status === 200, { message: "timed out waiting for runtime ready", timeoutMs: 60_000 });
         expect(runtime.stdout()).toContain('"sampleBehindDecode":true');
       } catch (error) {
         await exited();

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureTestModel } from "../helpers/test-models.js";
-import { info, postJson, startRuntime, waitFor } from "../helpers/runtime.js";
+import { info, postJson, startRuntime } from "../helpers/runtime.js";
+import { waitFor } from "../helpers/wait.js";
 import type { RuntimeHandle } from "../../runtime/run.js";
 
 /** Opens a stream and resolves once its first chunk arrived (the request holds a sequence). */
@@ -40,11 +41,11 @@ describe("concurrency: parallel sequences, bounded queue, disconnects", () => {
   it("runs N requests at once, queues one more, and answers 429 beyond that", async () => {
     const url = runtime.url;
     const streams = await Promise.all([openStream(url, { prompt: "one", max_length: 400 }), openStream(url, { prompt: "two", max_length: 400 })]);
-    await waitFor(async () => (await info(url)).slots_busy === 2, "both sequences busy");
+    await waitFor(async () => (await info(url)).slots_busy === 2, { message: "timed out waiting for both sequences busy", timeoutMs: 20_000 });
 
     const queuedController = new AbortController();
     const queued = postJson(`${url}/generate`, { prompt: "three", max_length: 2 }, { signal: queuedController.signal }).catch(() => undefined);
-    await waitFor(async () => (await info(url)).queue_depth === 1, "one request queued");
+    await waitFor(async () => (await info(url)).queue_depth === 1, { message: "timed out waiting for one request queued", timeoutMs: 20_000 });
 
     const rejected = await postJson(`${url}/generate`, { prompt: "four", max_length: 2 });
     expect(rejected.status).toBe(429);
@@ -53,9 +54,9 @@ describe("concurrency: parallel sequences, bounded queue, disconnects", () => {
 
     queuedController.abort();
     await queued;
-    await waitFor(async () => (await info(url)).queue_depth === 0, "the abandoned request left the queue");
+    await waitFor(async () => (await info(url)).queue_depth === 0, { message: "timed out waiting for the abandoned request left the queue", timeoutMs: 20_000 });
     for (const stream of streams) stream.abort();
-    await waitFor(async () => (await info(url)).slots_busy === 0, "sequences freed");
+    await waitFor(async () => (await info(url)).slots_busy === 0, { message: "timed out waiting for sequences freed", timeoutMs: 20_000 });
   });
 
   it("a client that disconnects frees its sequence within a token or two", async () => {
@@ -63,7 +64,7 @@ describe("concurrency: parallel sequences, bounded queue, disconnects", () => {
     const before = await completionTokens(url);
     const stream = await openStream(url, { prompt: "a long story", max_length: 400 });
     stream.abort();
-    await waitFor(async () => (await info(url)).slots_busy === 0, "sequence freed after disconnect", 5000);
+    await waitFor(async () => (await info(url)).slots_busy === 0, { message: "timed out waiting for sequence freed after disconnect", timeoutMs: 5000 });
     const generated = (await completionTokens(url)) - before;
     expect(generated).toBeGreaterThan(0);
     expect(generated).toBeLessThan(20);
@@ -71,11 +72,11 @@ describe("concurrency: parallel sequences, bounded queue, disconnects", () => {
     // A non-streamed request whose client goes away is aborted too.
     const controller = new AbortController();
     const pending = postJson(`${url}/generate`, { prompt: "another", max_length: 400 }, { signal: controller.signal }).catch(() => undefined);
-    await waitFor(async () => (await info(url)).slots_busy === 1, "request running");
+    await waitFor(async () => (await info(url)).slots_busy === 1, { message: "timed out waiting for request running", timeoutMs: 20_000 });
     const mid = await completionTokens(url);
     controller.abort();
     await pending;
-    await waitFor(async () => (await info(url)).slots_busy === 0, "sequence freed after non-streamed disconnect", 5000);
+    await waitFor(async () => (await info(url)).slots_busy === 0, { message: "timed out waiting for sequence freed after non-streamed disconnect", timeoutMs: 5000 });
     expect((await completionTokens(url)) - mid).toBeLessThan(400);
   });
 });

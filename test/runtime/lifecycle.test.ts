@@ -3,7 +3,8 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureTestModel } from "../helpers/test-models.js";
-import { postJson, readSse, spawnRuntime, waitFor } from "../helpers/runtime.js";
+import { postJson, readSse, spawnRuntime } from "../helpers/runtime.js";
+import { waitFor } from "../helpers/wait.js";
 
 describe("runtime process lifecycle", () => {
   let dir: string;
@@ -55,7 +56,7 @@ describe("runtime process lifecycle", () => {
     const bench = await ensureTestModel("bench", "q8_0");
     const runtime = await spawnRuntime(["--model", bench, "--parallel", "2", "--context-size", "512", "--drain-seconds", "30"]);
     try {
-      await waitFor(async () => (await fetch(`${runtime.url}/readyz`)).status === 200, "runtime ready", 60_000);
+      await waitFor(async () => (await fetch(`${runtime.url}/readyz`)).status === 200, { message: "timed out waiting for runtime ready", timeoutMs: 60_000 });
       const response = await postJson(`${runtime.url}/v1/completions`, {
         prompt: "Once upon a time",
         max_tokens: 120,
@@ -66,7 +67,7 @@ describe("runtime process lifecycle", () => {
       expect(response.status).toBe(200);
       const reading = readSse(response);
       runtime.child.kill("SIGTERM");
-      await waitFor(async () => (await fetch(`${runtime.url}/readyz`)).status === 503, "readiness failing");
+      await waitFor(async () => (await fetch(`${runtime.url}/readyz`)).status === 503, { message: "timed out waiting for readiness failing", timeoutMs: 20_000 });
       const refused = await postJson(`${runtime.url}/generate`, { prompt: "late" });
       expect(refused.status).toBe(503);
       expect(((await refused.json()) as any).detail).toMatch(/shutting down/);
@@ -89,7 +90,7 @@ describe("runtime process lifecycle", () => {
     const bench = await ensureTestModel("bench", "q8_0");
     const runtime = await spawnRuntime(["--model", bench, "--parallel", "1", "--context-size", "1024", "--drain-seconds", "0.5"]);
     try {
-      await waitFor(async () => (await fetch(`${runtime.url}/readyz`)).status === 200, "runtime ready", 60_000);
+      await waitFor(async () => (await fetch(`${runtime.url}/readyz`)).status === 200, { message: "timed out waiting for runtime ready", timeoutMs: 60_000 });
       const response = await postJson(`${runtime.url}/generate`, { prompt: "Once upon a time", max_length: 900, stream: true });
       expect(response.status).toBe(200);
       const reading = readSse(response);

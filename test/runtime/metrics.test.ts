@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureTestModel } from "../helpers/test-models.js";
-import { info, postJson, readSse, startRuntime, waitFor } from "../helpers/runtime.js";
+import { info, postJson, readSse, startRuntime } from "../helpers/runtime.js";
+import { waitFor } from "../helpers/wait.js";
 import type { RuntimeHandle } from "../../runtime/run.js";
 
 /** corral_runtime_requests_total by status for one endpoint, as /metrics shows it. */
@@ -18,7 +19,7 @@ async function requestCounts(url: string, endpoint: string): Promise<Record<stri
 async function expectCounts(url: string, endpoint: string, expected: Record<string, number>): Promise<void> {
   let last: Record<string, number> = {};
   try {
-    await waitFor(async () => JSON.stringify((last = await requestCounts(url, endpoint))) === JSON.stringify(expected), "request counts", 3000);
+    await waitFor(async () => JSON.stringify((last = await requestCounts(url, endpoint))) === JSON.stringify(expected), { timeoutMs: 3000, message: "timed out waiting for the request counts" });
   } finally {
     expect(last).toEqual(expected);
   }
@@ -64,7 +65,7 @@ describe("runtime request metrics", () => {
     expect((await reader.read()).done).toBe(false);
     controller.abort();
     await reader.read().catch(() => undefined);
-    await waitFor(async () => (await info(url)).slots_busy === 0, "sequence freed after disconnect", 5000);
+    await waitFor(async () => (await info(url)).slots_busy === 0, { timeoutMs: 5000, message: "timed out waiting for the sequence to be freed after the disconnect" });
     await expectCounts(url, endpoint, { "200": 2, "400": 1, "499": 1 });
   });
 });
