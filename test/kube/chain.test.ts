@@ -317,7 +317,9 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
       { message: "the pod was not restarted and ready again", timeoutMs: 60_000, intervalMs: 100 },
     );
     expect(restarted.status?.containerStatuses?.[0].lastState?.terminated).toMatchObject({ exitCode: 137 });
-    const m = await modelWhere("successor", (x) => condition(x, "Degraded")?.status === "True", "not Degraded");
+    // The status written while the pod restarted may still say Loading for a moment: wait for the
+    // operator to see the ready pod too (the Model is Ready again, and Degraded says why).
+    const m = await modelWhere("successor", (x) => condition(x, "Degraded")?.status === "True" && x.status?.phase === "Ready", "not Ready and Degraded");
     expect(condition(m, "Degraded")).toMatchObject({ reason: "RuntimeRestarted" });
     expect(condition(m, "Degraded")?.message).toContain(`the runtime of pod ${pod.metadata.name} killed (exit code 137`);
     expect(m.status?.phase).toBe("Ready");
