@@ -113,6 +113,9 @@ export class Engine {
     private readonly decoder: BatchDecoder,
   ) {}
 
+  /** Sequences serving a request now (acquired from the pool, not yet released). */
+  private readonly running = new Set<Slot>();
+
   /** node-llama-cpp's built-in JSON grammar, made on first use. */
   private jsonGrammar: Promise<LlamaGrammar> | undefined;
 
@@ -187,6 +190,19 @@ export class Engine {
 
   get queueDepth(): number {
     return this.pool.queued;
+  }
+
+  /**
+   * KV cells in use and in all: `used` counts the cells of the sequences serving a request now
+   * (prompt and output so far, a reused prefix included); `total` is what the context was created
+   * with for them, `contextSize` per sequence, which no sequence can outgrow. The prefix an idle
+   * sequence keeps for reuse is not counted: the next request on it overwrites it, as vLLM counts
+   * a finished request's prefix-cached blocks as free. Read on a metrics scrape, never per token.
+   */
+  get kvCacheCells(): { used: number; total: number } {
+    let used = 0;
+    for (const slot of this.running) used += slot.cached.length;
+    return { used, total: this.contextSize * this.slots.length };
   }
 
   /** The batch loop's estimate of a decode step's cost (see StepCost); undefined until known. */
@@ -273,6 +289,7 @@ export class Engine {
     const parallel = this.slots.length;
     const prefer = (slot: Slot) => reusablePrefix(slot.cached, prompt) * parallel + (parallel - 1 - slot.sequenceId);
     const slot = options.admitted ? await this.pool.acquireAdmitted(options.signal, prefer) : await this.pool.acquire(options.signal, prefer);
+    this.running.add(slot);
     try {
       options.onStart?.();
       const requested = plan.stop.filter((stop) => stop.length > 0);
@@ -302,6 +319,7 @@ export class Engine {
         aborted: result.aborted,
       };
     } finally {
+      this.running.delete(slot);
       this.pool.release(slot);
     }
   }

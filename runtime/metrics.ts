@@ -1,7 +1,24 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
-/** The runtime's Prometheus metrics, on their own registry (tests run several in one process). */
-export function createRuntimeMetrics(model: string) {
+/** What the load gauges read from the engine on each scrape (runtime/engine.ts implements it). */
+export interface EngineLoad {
+  readonly slotsBusy: number;
+  readonly parallel: number;
+  readonly queueDepth: number;
+  readonly kvCacheCells: { used: number; total: number };
+}
+
+/** The fraction of the context's KV cells in use, 0 to 1 (0 before a model is loaded). */
+export function kvCacheUsage(engine: EngineLoad | undefined): number {
+  const cells = engine?.kvCacheCells;
+  return cells && cells.total > 0 ? Math.min(1, cells.used / cells.total) : 0;
+}
+
+/**
+ * The runtime's Prometheus metrics, on their own registry (tests run several in one process).
+ * `engine` is read when /metrics is scraped: the load gauges cost the decode loop nothing.
+ */
+export function createRuntimeMetrics(model: string, engine: () => EngineLoad | undefined = () => undefined) {
   const registry = new Registry();
   registry.setDefaultLabels({ model });
   collectDefaultMetrics({ register: registry, prefix: "corral_runtime_process_" });
@@ -52,10 +69,47 @@ export function createRuntimeMetrics(model: string) {
       registers: [registry],
     }),
     decodeStepTokens: new Counter({ name: "corral_runtime_decode_step_tokens_total", help: "Tokens decoded in batched steps, prompt tokens included.", registers: [registry] }),
-    slotsBusy: new Gauge({ name: "corral_runtime_slots_busy", help: "Sequences generating now.", registers: [registry] }),
-    slotsTotal: new Gauge({ name: "corral_runtime_slots_total", help: "Parallel sequences configured.", registers: [registry] }),
-    queueDepth: new Gauge({ name: "corral_runtime_queue_depth", help: "Requests waiting for a sequence.", registers: [registry] }),
+    ...loadGauges(registry, engine),
   };
 }
 
 export type RuntimeMetrics = ReturnType<typeof createRuntimeMetrics>;
+
+/** A gauge whose value is read when the registry is collected. */
+function scraped(registry: Registry, name: string, help: string, read: () => number): Gauge {
+  return new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
+/**
+ * The engine's load, under Corral's names and, for the Gateway API Inference Extension's endpoint
+ * picker, under the vLLM names its model-server protocol defaults to (docs/inference-gateway.md).
+ */
+function loadGauges(registry: Registry, engine: () => EngineLoad | undefined) {
+  const running = () => engine()?.slotsBusy ?? 0;
+  const waiting = () => engine()?.queueDepth ?? 0;
+  const kv = () => kvCacheUsage(engine());
+  return {
+    slotsBusy: scraped(registry, "corral_runtime_slots_busy", "Sequences generating now.", running),
+    slotsTotal: scraped(registry, "corral_runtime_slots_total", "Parallel sequences configured.", () => engine()?.parallel ?? 0),
+    queueDepth: scraped(registry, "corral_runtime_queue_depth", "Requests waiting for a sequence.", waiting),
+    requestsRunning: scraped(registry, "corral_runtime_requests_running", "Requests being served by a sequence now (the same count as corral_runtime_slots_busy).", running),
+    requestsWaiting: scraped(registry, "corral_runtime_requests_waiting", "Requests queued for a free sequence (the same count as corral_runtime_queue_depth).", waiting),
+    kvCacheUsage: scraped(
+      registry,
+      "corral_runtime_kv_cache_usage_ratio",
+      "Fraction (0 to 1) of the context's KV cells held by the sequences serving requests now; prefixes idle sequences keep for reuse count as free.",
+      kv,
+    ),
+    vllmRequestsRunning: scraped(registry, "vllm:num_requests_running", "Alias of corral_runtime_requests_running for vLLM-configured endpoint pickers.", running),
+    vllmRequestsWaiting: scraped(registry, "vllm:num_requests_waiting", "Alias of corral_runtime_requests_waiting for vLLM-configured endpoint pickers.", waiting),
+    vllmKvCacheUsage: scraped(registry, "vllm:kv_cache_usage_perc", "Alias of corral_runtime_kv_cache_usage_ratio (a 0-1 fraction, as vLLM's) for vLLM-configured endpoint pickers.", kv),
+    vllmGpuCacheUsage: scraped(registry, "vllm:gpu_cache_usage_perc", "Alias of corral_runtime_kv_cache_usage_ratio under vLLM's older name (the default of older endpoint pickers).", kv),
+  };
+}

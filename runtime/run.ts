@@ -42,7 +42,7 @@ export async function run(config: RuntimeConfig, options: { logger?: Logger } = 
   const threads = config.threads ?? usableCpus();
   const modelId = config.modelId ?? modelIdFromSource(config.model, source);
   const state = new RuntimeState(modelId, config.model, defaults, threads);
-  const metrics = createRuntimeMetrics(modelId);
+  const metrics = createRuntimeMetrics(modelId, () => state.engine);
   const log = logger.child({ model: modelId });
 
   // A broken local file is reported before anything listens: one clear message, no server.

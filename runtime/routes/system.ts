@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Engine } from "../engine.js";
-import type { RuntimeMetrics } from "../metrics.js";
+import { kvCacheUsage, type RuntimeMetrics } from "../metrics.js";
 import type { RuntimeState } from "../state.js";
 
 export interface SystemRouteOptions {
@@ -23,11 +23,8 @@ export const systemRoutes: FastifyPluginAsyncTypebox<SystemRouteOptions> = async
 
   app.get("/info", async () => await runtimeInfo(state, options.version));
 
+  // The load gauges read the engine themselves as the registry is collected (runtime/metrics.ts).
   app.get("/metrics", async (_request, reply) => {
-    const engine = state.engine;
-    metrics.slotsBusy.set(engine?.slotsBusy ?? 0);
-    metrics.slotsTotal.set(engine?.parallel ?? 0);
-    metrics.queueDepth.set(engine?.queueDepth ?? 0);
     reply.header("content-type", metrics.registry.contentType);
     return metrics.registry.metrics();
   });
@@ -56,6 +53,11 @@ async function runtimeInfo(state: RuntimeState, version: string) {
     parallel: engine?.parallel ?? null,
     slots_busy: engine?.slotsBusy ?? 0,
     queue_depth: engine?.queueDepth ?? 0,
+    // The KV figure gateways read (corral_runtime_kv_cache_usage_ratio): cells held by the
+    // sequences serving requests now, of all the context's cells.
+    kv_cache_usage: kvCacheUsage(engine),
+    kv_cache_cells_used: engine?.kvCacheCells.used ?? 0,
+    kv_cache_cells_total: engine?.kvCacheCells.total ?? null,
     in_flight: state.inFlight,
     arriving: state.arriving,
     threads: state.threads,
