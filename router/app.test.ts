@@ -493,3 +493,33 @@ describe("rate limits (memory)", () => {
 async function jsonOf(response: Response): Promise<any> {
   return await response.json();
 }
+
+describe("prefix routing", () => {
+  it("with --routing prefix every turn of a conversation goes to one runtime, and conversations spread over the runtimes", async () => {
+    const fakes = [await fakeRuntime("left"), await fakeRuntime("right")];
+    const backend = new StaticBackend([{ modelId: "m", endpoints: fakes.map(endpoint) }]);
+    const router = await startRouter(backend, { routing: "prefix" });
+    const servedBy = async (messages: { role: string; content: string }[]) => ((await jsonOf(await post(`${router.url}/chat`, { messages }))) as { from: string }).from;
+    const used = new Set<string>();
+    for (let conversation = 0; conversation < 12; conversation++) {
+      const history = [
+        { role: "system", content: "You are terse." },
+        { role: "user", content: `question ${conversation}` },
+      ];
+      const first = await servedBy(history);
+      for (let turn = 1; turn < 4; turn++) {
+        history.push({ role: "assistant", content: `answer ${turn}` }, { role: "user", content: `follow-up ${turn}` });
+        expect(await servedBy(history)).toBe(first);
+      }
+      used.add(first);
+    }
+    expect(used).toEqual(new Set(["left", "right"]));
+    const metrics = await (await fetch(`${router.url}/metrics`)).text();
+    expect(metrics).toMatch(/corral_router_prefix_picks_total\{outcome="hit"\} 48/);
+  });
+
+  it("refuses an unknown strategy and a load factor that is not above 1 at start-up", () => {
+    expect(() => testRouterConfig({ routing: "random" as never })).toThrow(/routing/);
+    expect(() => testRouterConfig({ routingLoadFactor: 1 })).toThrow(/routingLoadFactor|routing-load-factor/);
+  });
+});

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { StaticBackend } from "./backends/static.js";
 import { ModelStartError, type Backend, type Endpoint } from "./backends/types.js";
 import { Balancer, NoEndpointError, SUSPECT_MS } from "./balancer.js";
+import { hashKey } from "./prefix-ring.js";
 
 const a: Endpoint = { id: "a", url: "http://127.0.0.1:1" };
 const b: Endpoint = { id: "b", url: "http://127.0.0.1:2" };
@@ -43,10 +44,10 @@ describe("Balancer", () => {
   it("still serves from a suspect or avoided endpoint when it is the only one", () => {
     const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [a] }]));
     balancer.reportFailure("m", a, refused);
-    expect(balancer.tryAcquire("m", a)!.endpoint.id).toBe("a");
+    expect(balancer.tryAcquire("m", { avoid: a })!.endpoint.id).toBe("a");
     const both = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [a, b] }]));
-    expect(both.tryAcquire("m", a)!.endpoint.id).toBe("b");
-    expect(both.tryAcquire("m", b)!.endpoint.id).toBe("a");
+    expect(both.tryAcquire("m", { avoid: a })!.endpoint.id).toBe("b");
+    expect(both.tryAcquire("m", { avoid: b })!.endpoint.id).toBe("a");
   });
 
   it("starts a model with no ready endpoint and waits for it; the backend's refusal and the caller's abort pass through", async () => {
@@ -91,5 +92,73 @@ describe("Balancer", () => {
     expect(inFlight!(a)).toBe(1);
     lease.release();
     expect(inFlight!(a)).toBe(0);
+  });
+});
+
+describe("Balancer with prefix routing", () => {
+  const endpoints = Array.from({ length: 4 }, (_, i): Endpoint => ({ id: `pod-${i}`, url: `http://127.0.0.1:${1000 + i}` }));
+
+  it("sends every request with one key to one endpoint while loads stay within the bound, and different keys across endpoints", () => {
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints }]), { strategy: "prefix" });
+    const homes = new Map<number, string>();
+    for (let conversation = 0; conversation < 200; conversation++) {
+      const key = hashKey(`system prompt\u0000question ${conversation}`);
+      const seen = new Set(Array.from({ length: 5 }, () => {
+        const lease = balancer.tryAcquire("m", { key })!;
+        lease.release();
+        return lease.endpoint.id;
+      }));
+      expect(seen.size).toBe(1);
+      homes.set(key, [...seen][0]!);
+    }
+    const share = new Map<string, number>();
+    for (const home of homes.values()) share.set(home, (share.get(home) ?? 0) + 1);
+    expect(share.size).toBe(4);
+    for (const count of share.values()) expect(count).toBeGreaterThan(20);
+  });
+
+  it("passes over an endpoint at its bound to the next one on the ring, and never lets one exceed it", () => {
+    const picks: string[] = [];
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints }]), { strategy: "prefix", loadFactor: 1.25, onPrefixPick: (outcome) => picks.push(outcome) });
+    const held = Array.from({ length: 40 }, () => balancer.tryAcquire("m", { key: hashKey("one hot prefix") })!);
+    const loads = endpoints.map((endpoint) => balancer.inFlightTo(endpoint));
+    expect(loads.reduce((a, b) => a + b)).toBe(40);
+    // The bound for the 40th request: ceil(1.25 * 40 / 4) = 13.
+    for (const load of loads) expect(load).toBeLessThanOrEqual(13);
+    expect(Math.max(...loads)).toBe(13);
+    expect(picks[0]).toBe("hit");
+    expect(picks).toContain("spill");
+    for (const lease of held) lease.release();
+    expect(endpoints.map((endpoint) => balancer.inFlightTo(endpoint))).toEqual([0, 0, 0, 0]);
+  });
+
+  it("moves only the keys of an endpoint that goes away, and leaves out a suspect one without moving the others", () => {
+    const backend = new StaticBackend([{ modelId: "m", endpoints }]);
+    const balancer = new Balancer(backend, { strategy: "prefix" });
+    const home = (key: string) => {
+      const lease = balancer.tryAcquire("m", { key: hashKey(key) })!;
+      lease.release();
+      return lease.endpoint.id;
+    };
+    const keys = Array.from({ length: 400 }, (_, i) => `conversation ${i}`);
+    const before = new Map(keys.map((key) => [key, home(key)]));
+    backend.setEndpoints("m", endpoints.slice(0, 3));
+    const moved = keys.filter((key) => home(key) !== before.get(key));
+    expect(moved.every((key) => before.get(key) === "pod-3")).toBe(true);
+    backend.setEndpoints("m", endpoints);
+    balancer.reportFailure("m", endpoints[0]!, refused);
+    for (const key of keys) {
+      const now = home(key);
+      if (before.get(key) === "pod-0") expect(now).not.toBe("pod-0");
+      else expect(now).toBe(before.get(key));
+    }
+  });
+
+  it("without a key, or with least-load, picks the least loaded endpoint", () => {
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints }]), { strategy: "prefix" });
+    const held = Array.from({ length: 8 }, () => balancer.tryAcquire("m")!);
+    expect(endpoints.map((endpoint) => balancer.inFlightTo(endpoint))).toEqual([2, 2, 2, 2]);
+    for (const lease of held) lease.release();
+    expect(() => new Balancer(new StaticBackend([]), { loadFactor: 1 })).toThrow(/greater than 1/);
   });
 });

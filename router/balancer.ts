@@ -1,4 +1,5 @@
 import type { Backend, Endpoint } from "./backends/types.js";
+import { HashRing } from "./prefix-ring.js";
 
 /**
  * One request's hold on an endpoint: counted in flight until `release()` (idempotent), so the
@@ -28,18 +29,60 @@ export const SUSPECT_MS = 2000;
 export const RETRY_AFTER_SECONDS = 5;
 
 /**
+ * How a model's endpoint is chosen among the ready ones:
+ * - `least-load`: the one with the fewest requests in flight (ties round-robin).
+ * - `prefix`: consistent hashing with bounded loads on the request's routing key (the start of
+ *   its prompt, see routing-key.ts), so requests that share a prompt start land on the runtime
+ *   that has it cached; an endpoint over `loadFactor` times the average load is passed over for
+ *   the next one on the ring. Without a key: least-load.
+ */
+export const ROUTING_STRATEGIES = ["least-load", "prefix"] as const;
+export type RoutingStrategy = (typeof ROUTING_STRATEGIES)[number];
+
+/** KubeAI's and the paper's usual bound: no endpoint above 1.25 times the average load. */
+export const DEFAULT_LOAD_FACTOR = 1.25;
+
+export interface BalancerOptions {
+  strategy?: RoutingStrategy;
+  /** With `prefix`: the most an endpoint may carry, as a multiple of the model's average load (> 1). */
+  loadFactor?: number;
+  /** Told of each prefix pick: on the key's own endpoint (`hit`), or on a later one because it was full (`spill`). */
+  onPrefixPick?: (outcome: "hit" | "spill") => void;
+}
+
+/** Which endpoint a request wants, besides the model. */
+export interface PickHints {
+  /** Taken only when nothing else is ready (a retry after this endpoint failed). */
+  avoid?: Endpoint;
+  /** The request's routing key (prefix routing): a ring position from routing-key.ts. */
+  key?: number;
+}
+
+/**
  * Chooses the endpoint for each request, the one place that does: from the backend's ready
- * endpoints, leaving out the ones that failed a moment ago while others remain, the one with the
- * fewest requests in flight (ties round-robin); when none is ready it starts the model and waits.
+ * endpoints, leaving out the ones that failed a moment ago while others remain, by the routing
+ * strategy; when none is ready it starts the model and waits. Owns the in-flight counts.
  */
 export class Balancer {
   /** Endpoint URL -> requests in flight through a lease. */
   private readonly inFlight = new Map<string, number>();
+  /** Model -> requests in flight to all its endpoints (the average load prefix routing bounds). */
+  private readonly modelInFlight = new Map<string, number>();
   /** Endpoint id -> until when (ms since the epoch) it is left out. */
   private readonly suspects = new Map<string, number>();
+  /** Model -> the hash ring of its ready endpoints, rebuilt when they change. */
+  private readonly rings = new Map<string, HashRing>();
   private roundRobin = 0;
+  readonly strategy: RoutingStrategy;
+  private readonly loadFactor: number;
 
-  constructor(private readonly backend: Backend) {
+  constructor(
+    private readonly backend: Backend,
+    private readonly options: BalancerOptions = {},
+  ) {
+    this.strategy = options.strategy ?? "least-load";
+    this.loadFactor = options.loadFactor ?? DEFAULT_LOAD_FACTOR;
+    if (!(this.loadFactor > 1)) throw new RangeError(`loadFactor must be greater than 1, got ${this.loadFactor}`);
     // A backend that stops runtimes to make room asks how busy each is.
     backend.trackInFlight?.((endpoint) => this.inFlightTo(endpoint));
   }
@@ -50,13 +93,13 @@ export class Balancer {
   }
 
   /**
-   * A lease on a ready endpoint now, or undefined when the model has none. `avoid` (the endpoint
-   * a retry failed on) is taken only when nothing else is ready: a single runtime is tried again,
-   * on a fresh connection.
+   * A lease on a ready endpoint now, or undefined when the model has none. `hints.avoid` (the
+   * endpoint a retry failed on) is taken only when nothing else is ready: a single runtime is
+   * tried again, on a fresh connection.
    */
-  tryAcquire(modelId: string, avoid?: Endpoint): Lease | undefined {
-    const endpoint = this.pick(this.backend.readyEndpoints(modelId), avoid);
-    return endpoint ? this.lease(endpoint) : undefined;
+  tryAcquire(modelId: string, hints: PickHints = {}): Lease | undefined {
+    const endpoint = this.pick(modelId, this.backend.readyEndpoints(modelId), hints);
+    return endpoint ? this.lease(modelId, endpoint) : undefined;
   }
 
   /**
@@ -64,11 +107,11 @@ export class Balancer {
    * Rejects like `Backend.ensureReady` (ModelStartError, or `signal.reason` once it aborts), or
    * with NoEndpointError when the model was ready and is not any more.
    */
-  async acquire(modelId: string, signal: AbortSignal): Promise<Lease> {
-    const now = this.tryAcquire(modelId);
+  async acquire(modelId: string, signal: AbortSignal, hints: PickHints = {}): Promise<Lease> {
+    const now = this.tryAcquire(modelId, hints);
     if (now) return now;
     await this.backend.ensureReady(modelId, signal);
-    const later = this.tryAcquire(modelId);
+    const later = this.tryAcquire(modelId, hints);
     if (!later) throw new NoEndpointError(modelId);
     return later;
   }
@@ -79,13 +122,46 @@ export class Balancer {
     this.backend.reportFailure(modelId, endpoint, error);
   }
 
-  private pick(ready: readonly Endpoint[], avoid: Endpoint | undefined): Endpoint | undefined {
+  private pick(modelId: string, ready: readonly Endpoint[], hints: PickHints): Endpoint | undefined {
     if (ready.length <= 1) return ready[0];
-    const now = Date.now();
-    const usable = (endpoint: Endpoint) => endpoint.id !== avoid?.id && !this.isSuspect(endpoint, now);
-    // Leaving everything out would refuse a request some runtime may still answer.
-    const candidates = ready.some(usable) ? ready.filter(usable) : ready;
+    const { avoid } = hints;
+    let candidates = ready;
+    // Usually nothing is left out: then no per-request filtering of a large endpoint list.
+    if (avoid !== undefined || this.suspects.size > 0) {
+      const now = Date.now();
+      const usable = (endpoint: Endpoint) => endpoint.id !== avoid?.id && !this.isSuspect(endpoint, now);
+      // Leaving everything out would refuse a request some runtime may still answer.
+      if (ready.some(usable)) candidates = ready.filter(usable);
+    }
     if (candidates.length === 1) return candidates[0];
+    if (this.strategy === "prefix" && hints.key !== undefined) {
+      const picked = this.pickByPrefix(modelId, ready, candidates, hints.key);
+      if (picked) return picked;
+    }
+    return this.leastLoaded(candidates);
+  }
+
+  /** The key's endpoint on the model's ring, or the next one clockwise whose load is within the bound. */
+  private pickByPrefix(modelId: string, ready: readonly Endpoint[], candidates: readonly Endpoint[], key: number): Endpoint | undefined {
+    let ring = this.rings.get(modelId);
+    // The ring covers every ready endpoint, usable or not, so a brief suspicion moves no keys.
+    if (!ring?.matches(ready)) this.rings.set(modelId, (ring = new HashRing(ready)));
+    const bound = Math.ceil((this.loadFactor * ((this.modelInFlight.get(modelId) ?? 0) + 1)) / candidates.length);
+    const allowed = candidates.length === ready.length ? undefined : new Set(candidates);
+    let first = true;
+    let spilled = false;
+    const picked = ring.pick(key, (endpoint) => {
+      if (allowed && !allowed.has(endpoint)) return false;
+      const fits = this.inFlightTo(endpoint) + 1 <= bound;
+      if (!fits && first) spilled = true;
+      first = false;
+      return fits;
+    });
+    if (picked) this.options.onPrefixPick?.(spilled ? "spill" : "hit");
+    return picked;
+  }
+
+  private leastLoaded(candidates: readonly Endpoint[]): Endpoint | undefined {
     const start = this.roundRobin++ % candidates.length;
     let best: Endpoint | undefined;
     let bestCount = Infinity;
@@ -108,9 +184,10 @@ export class Balancer {
     return false;
   }
 
-  private lease(endpoint: Endpoint): Lease {
+  private lease(modelId: string, endpoint: Endpoint): Lease {
     const key = endpoint.url;
     this.inFlight.set(key, (this.inFlight.get(key) ?? 0) + 1);
+    this.modelInFlight.set(modelId, (this.modelInFlight.get(modelId) ?? 0) + 1);
     let released = false;
     return {
       endpoint,
@@ -120,6 +197,9 @@ export class Balancer {
         const left = (this.inFlight.get(key) ?? 1) - 1;
         if (left > 0) this.inFlight.set(key, left);
         else this.inFlight.delete(key);
+        const modelLeft = (this.modelInFlight.get(modelId) ?? 1) - 1;
+        if (modelLeft > 0) this.modelInFlight.set(modelId, modelLeft);
+        else this.modelInFlight.delete(modelId);
       },
     };
   }

@@ -2,6 +2,7 @@ import Type, { type Static } from "typebox";
 import { buildConfig, type SettingSpec } from "../common/config.js";
 import { ConfigError } from "../common/errors.js";
 import { packagePath } from "../common/package-root.js";
+import { DEFAULT_LOAD_FACTOR, ROUTING_STRATEGIES } from "./balancer.js";
 
 export const BACKEND_KINDS = ["local", "static", "kubernetes"] as const;
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
@@ -23,6 +24,10 @@ export const RouterConfigSchema = Type.Object(
     readyWaitSeconds: Type.Number({ minimum: 0, default: 60 }),
     loadTimeoutSeconds: Type.Number({ minimum: 1, default: 600 }),
     drainSeconds: Type.Number({ minimum: 0, default: 30 }),
+
+    // Which endpoint of a model takes a request (router/balancer.ts).
+    routing: Type.Enum([...ROUTING_STRATEGIES], { default: "least-load" }),
+    routingLoadFactor: Type.Number({ exclusiveMinimum: 1, maximum: 10, default: DEFAULT_LOAD_FACTOR }),
 
     // Rate limits: a token bucket of `rateLimitBurst` tokens refilled at points/duration per second.
     rateLimitPoints: Type.Integer({ minimum: 0, default: 60 }),
@@ -98,6 +103,16 @@ export const ROUTER_SETTINGS: readonly SettingSpec[] = [
   { key: "readyWaitSeconds", flag: "--ready-wait-seconds", value: "<s>", env: "CORRAL_READY_WAIT_SECONDS", description: "how long a request waits for its model to become ready; beyond it: 503 with Retry-After", defaultText: "60" },
   { key: "loadTimeoutSeconds", flag: "--load-timeout-seconds", value: "<s>", env: "CORRAL_LOAD_TIMEOUT_SECONDS", description: "how long POST /models/load waits for the model; beyond it: 504 (loading goes on)", defaultText: "600" },
   { key: "drainSeconds", flag: "--drain-seconds", value: "<s>", env: "CORRAL_DRAIN_SECONDS", description: "on SIGTERM, how long in-flight requests and streams may finish", defaultText: "30" },
+  {
+    key: "routing",
+    flag: "--routing",
+    value: "<strategy>",
+    env: "CORRAL_ROUTING",
+    description: "how a model's runtime is chosen: least-load (fewest requests in flight) or prefix (requests whose prompts start alike go to the same runtime, whose cache holds that start, within --routing-load-factor)",
+    defaultText: "least-load",
+    choices: ROUTING_STRATEGIES,
+  },
+  { key: "routingLoadFactor", flag: "--routing-load-factor", value: "<x>", env: "CORRAL_ROUTING_LOAD_FACTOR", description: "with --routing prefix: the most requests a runtime may have in flight, as a multiple of the model's average (> 1)", defaultText: String(DEFAULT_LOAD_FACTOR) },
   { key: "rateLimitPoints", flag: "--rate-limit-points", value: "<n>", env: "CORRAL_RATE_LIMIT_POINTS", description: "sustained requests per client per --rate-limit-duration (0 turns rate limiting off)", defaultText: "60" },
   { key: "rateLimitDuration", flag: "--rate-limit-duration", value: "<s>", env: "CORRAL_RATE_LIMIT_DURATION", description: "seconds over which --rate-limit-points are allowed", defaultText: "60" },
   { key: "rateLimitBurst", flag: "--rate-limit-burst", value: "<n>", env: "CORRAL_RATE_LIMIT_BURST", description: "requests a client may make at once (token bucket capacity)", defaultText: "10" },

@@ -47,6 +47,12 @@ export function createRouterMetrics() {
       labelNames: ["model"] as const,
       registers,
     }),
+    prefixPicks: new Counter({
+      name: "corral_router_prefix_picks_total",
+      help: "Requests routed by prompt prefix (--routing prefix): outcome hit went to the prefix's own runtime, spill to the next one because it was at its load bound",
+      labelNames: ["outcome"] as const,
+      registers,
+    }),
     upstreamRetries: new Counter({
       name: "corral_router_upstream_retries_total",
       help: "Requests retried on another endpoint after the first one failed before answering",

@@ -17,6 +17,8 @@ export interface ProxyRequest {
   rawBody: Buffer | undefined;
   /** `performance.now()` when the request arrived. */
   startedAt: number;
+  /** The request's routing key (prefix routing), for a retry's pick. */
+  routingKey?: number;
   log: Logger;
 }
 
@@ -130,9 +132,9 @@ export class UpstreamProxy {
           request.log.warn(reason, "upstream failed before answering; retrying");
           // Another endpoint when there is one; a single one again, on a fresh connection (a
           // reused keep-alive connection may have been closed by the runtime).
-          const next = this.balancer.tryAcquire(model, endpoint);
+          const next = this.balancer.tryAcquire(model, { avoid: endpoint, key: request.routingKey });
           if (next) send(next);
-          else if (error.code === "ECONNREFUSED") this.awaitRestart(model, res, clientGone, send);
+          else if (error.code === "ECONNREFUSED") this.awaitRestart(request, res, clientGone, send);
           else this.answerError(res, 503, `model ${model} has no ready endpoint; try again shortly`, RETRY_AFTER);
         },
       );
@@ -145,8 +147,9 @@ export class UpstreamProxy {
    * rotation. No runtime saw the request, so it waits (bounded) for the restart, as a request that
    * found no endpoint ready would.
    */
-  private awaitRestart(model: string, res: ServerResponse, clientGone: () => boolean, send: (lease: Lease) => void): void {
-    this.balancer.acquire(model, AbortSignal.timeout(this.readyWaitMs)).then(
+  private awaitRestart(request: ProxyRequest, res: ServerResponse, clientGone: () => boolean, send: (lease: Lease) => void): void {
+    const model = request.modelId;
+    this.balancer.acquire(model, AbortSignal.timeout(this.readyWaitMs), { key: request.routingKey }).then(
       (lease) => {
         if (clientGone()) lease.release();
         else send(lease);

@@ -193,7 +193,11 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
   const backend = options.backend ?? createBackend(config, logger, options);
   const metrics = createRouterMetrics();
   const { redis, limiter, authLimiter } = await createLimiters(config, apiKeys.enabled || adminKeys.enabled, metrics, logger);
-  const balancer = new Balancer(backend);
+  const balancer = new Balancer(backend, {
+    strategy: config.routing,
+    loadFactor: config.routingLoadFactor,
+    onPrefixPick: (outcome) => metrics.prefixPicks.inc({ outcome }),
+  });
   const proxy = new UpstreamProxy(balancer, metrics, config.readyWaitSeconds * 1000);
   const lifecycle = { closing: false, inFlight: new InFlight() };
 

@@ -7,6 +7,7 @@ import { NoEndpointError, RETRY_AFTER_SECONDS, type Balancer, type Lease } from 
 import type { RouterConfig } from "../config.js";
 import type { UpstreamProxy } from "../proxy.js";
 import { CLIENT_CLOSED, clientGoneSignal, contextOf } from "../request-context.js";
+import { routingKey as routingKeyOf } from "../routing-key.js";
 import { PROXY_ERRORS, streamable, unknownModel } from "./responses.js";
 
 export interface ForwardOptions {
@@ -45,14 +46,14 @@ export function resolveModel(backend: Backend, requested: unknown): string {
  * An endpoint of the model for this request, starting the model and waiting (bounded by
  * --ready-wait-seconds, and by the client staying) when none is ready.
  */
-async function leaseFor(options: ForwardOptions, modelId: string, request: FastifyRequest, reply: FastifyReply): Promise<Lease> {
+async function leaseFor(options: ForwardOptions, modelId: string, key: number | undefined, request: FastifyRequest, reply: FastifyReply): Promise<Lease> {
   const { config, backend, balancer } = options;
-  const now = balancer.tryAcquire(modelId);
+  const now = balancer.tryAcquire(modelId, { key });
   if (now) return now;
   const timeout = AbortSignal.timeout(config.readyWaitSeconds * 1000);
   const clientGone = clientGoneSignal(request, reply);
   try {
-    return await balancer.acquire(modelId, AbortSignal.any([timeout, clientGone]));
+    return await balancer.acquire(modelId, AbortSignal.any([timeout, clientGone]), { key });
   } catch (error) {
     if (error instanceof ModelStartError || error instanceof NoEndpointError) throw serviceUnavailable(error.message, RETRY_AFTER_SECONDS);
     if (clientGone.aborted) throw CLIENT_CLOSED;
@@ -67,7 +68,7 @@ async function leaseFor(options: ForwardOptions, modelId: string, request: Fasti
 
 /** Registers a proxied route: validate, resolve the model, lease an endpoint, relay the answer. */
 export function proxiedRoute(app: App, options: ForwardOptions, route: ProxiedRoute): void {
-  const { config, backend, proxy } = options;
+  const { config, backend, balancer, proxy } = options;
   app.post(
     route.path,
     {
@@ -86,7 +87,9 @@ export function proxiedRoute(app: App, options: ForwardOptions, route: ProxiedRo
       const context = contextOf(request);
       const modelId = resolveModel(backend, body[route.modelField]);
       context.model = modelId;
-      const lease = await leaseFor(options, modelId, request, reply);
+      // Only prefix routing reads the prompt; least-load does not pay for the key.
+      const routingKey = balancer.strategy === "prefix" ? routingKeyOf(body) : undefined;
+      const lease = await leaseFor(options, modelId, routingKey, request, reply);
       if (reply.raw.destroyed) {
         lease.release();
         return reply;
@@ -96,7 +99,7 @@ export function proxiedRoute(app: App, options: ForwardOptions, route: ProxiedRo
       proxy.forward(
         request.raw,
         reply.raw,
-        { modelId, route: route.path, requestId: request.id, rawBody: context.rawBody, startedAt: context.startedAt, log: request.log },
+        { modelId, route: route.path, requestId: request.id, rawBody: context.rawBody, startedAt: context.startedAt, log: request.log, routingKey },
         lease,
       );
       return reply;
