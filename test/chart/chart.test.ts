@@ -43,7 +43,7 @@ const CASES: Record<string, object> = {
   "GPU model images": { runtime: { gpuImage: { repository: "registry.example.com/corral", tag: "0.1.0-cuda12" }, imagePullPolicy: "Always" } },
   "network policy off": { networkPolicy: { enabled: false } },
   "admin keys": { apiKeys: { existingSecret: "corral-keys" }, adminApiKeys: { keys: ["root-one", "root-two"] }, router: { authFailures: { limit: 5, windowSeconds: 120 } }, metrics: { serviceMonitor: { enabled: true } } },
-  "autoscaling and monitoring": { router: { autoscaling: { enabled: true, minReplicas: 3, maxReplicas: 12 } }, metrics: { serviceMonitor: { enabled: true, labels: { release: "prometheus" } }, podMonitor: { enabled: true } }, operator: { replicas: 2 } },
+  "autoscaling and monitoring": { router: { autoscaling: { enabled: true, minReplicas: 3, maxReplicas: 12 }, routing: "prefix", routingLoadFactor: 1.5 }, metrics: { serviceMonitor: { enabled: true, labels: { release: "prometheus" } }, podMonitor: { enabled: true } }, operator: { replicas: 2 } },
 };
 
 function container(deployment: KubeObject, name: string): Record<string, any> {
@@ -211,9 +211,11 @@ describe.skipIf(!helm)("helm lint and helm template", () => {
     }
     const router = routerConfigOf(render("defaults"));
     const routerDefaults = routerConfig({ backend: "kubernetes" });
-    for (const key of ["port", "logLevel", "rateLimitPoints", "rateLimitDuration", "rateLimitBurst", "readyWaitSeconds", "drainSeconds", "redisUrl", "apiKeysFile"] as const) {
+    for (const key of ["port", "logLevel", "rateLimitPoints", "rateLimitDuration", "rateLimitBurst", "readyWaitSeconds", "drainSeconds", "routing", "routingLoadFactor", "redisUrl", "apiKeysFile"] as const) {
       expect(router[key], key).toEqual(routerDefaults[key]);
     }
+    const prefix = routerConfigOf(render("autoscaling and monitoring"));
+    expect([prefix.routing, prefix.routingLoadFactor]).toEqual(["prefix", 1.5]);
     // Behind an Ingress the client is the address the controller forwards, not the controller.
     expect(router.trustedProxies).toEqual(["uniquelocal"]);
   });
