@@ -11,7 +11,7 @@ import { StaticBackend } from "../router/backends/static.js";
 import type { Endpoint } from "../router/backends/types.js";
 import { Balancer, DEFAULT_LOAD_FACTOR, type Lease, type RoutingStrategy } from "../router/balancer.js";
 import { routingKey } from "../router/routing-key.js";
-import { argValue, fixed, median, table } from "./lib.js";
+import { argValue, seededRandom, fixed, median, table } from "./lib.js";
 
 const ENDPOINTS = Number(argValue("endpoints", "1000"));
 const CONVERSATIONS = Number(argValue("conversations", "100000"));
@@ -20,17 +20,6 @@ const IN_FLIGHT = Number(argValue("in-flight", String(ENDPOINTS * 4)));
 const SYSTEM_PROMPTS = Number(argValue("system-prompts", "20"));
 const ROUNDS = Number(argValue("rounds", "3"));
 
-/** A deterministic generator (mulberry32): both strategies see the same workload. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const systemPrompts = Array.from({ length: SYSTEM_PROMPTS }, (_, i) => `You are assistant ${i}. ${"Follow the house style closely. ".repeat(40)}`);
 /**
@@ -61,7 +50,7 @@ function run(strategy: RoutingStrategy, seed: number): Result {
   const held: Lease[] = new Array(IN_FLIGHT);
   const lastEndpoint = new Int32Array(CONVERSATIONS).fill(-1);
   const indexOf = new Map(endpoints.map((endpoint, i) => [endpoint.id, i]));
-  const next = random(seed);
+  const next = seededRandom(seed);
   let overBound = 0;
   let maxOverAverage = 0;
   let laterTurns = 0;
