@@ -165,13 +165,13 @@ describe("proxying", () => {
     await waitFor(() => fake.active === 0 && fake.aborted === 1, { message: "timed out waiting for the runtime to see the abort", timeoutMs: 5000, intervalMs: 10 });
   });
 
-  it("sends each endpoint's fair share: the one with fewer requests in flight first", async () => {
+  it("with --routing least-load sends each endpoint its fair share: the one with fewer requests in flight first", async () => {
     const other = await fakeRuntime("other");
     for (const f of [fake, other]) {
       f.eventDelayMs = 100;
       f.events = ["a", "b", "c"];
     }
-    const balanced = await startRouter(new StaticBackend([{ modelId: "m", endpoints: [endpoint(fake), endpoint(other)] }]));
+    const balanced = await startRouter(new StaticBackend([{ modelId: "m", endpoints: [endpoint(fake), endpoint(other)] }]), { routing: "least-load" });
     await Promise.all([1, 2, 3, 4].map(async () => (await post(`${balanced.url}/generate`, { prompt: "x", stream: true })).text()));
     const streams = (f: FakeRuntime) => f.seen.filter((request) => request.url === "/generate").length;
     expect(streams(fake)).toBe(2);

@@ -80,7 +80,7 @@ export class Balancer {
     private readonly backend: Backend,
     private readonly options: BalancerOptions = {},
   ) {
-    this.strategy = options.strategy ?? "least-load";
+    this.strategy = options.strategy ?? "prefix";
     this.loadFactor = options.loadFactor ?? DEFAULT_LOAD_FACTOR;
     if (!(this.loadFactor > 1)) throw new RangeError(`loadFactor must be greater than 1, got ${this.loadFactor}`);
     // A backend that stops runtimes to make room asks how busy each is.

@@ -26,7 +26,7 @@ export const RouterConfigSchema = Type.Object(
     drainSeconds: Type.Number({ minimum: 0, default: 30 }),
 
     // Which endpoint of a model takes a request (router/balancer.ts).
-    routing: Type.Enum([...ROUTING_STRATEGIES], { default: "least-load" }),
+    routing: Type.Enum([...ROUTING_STRATEGIES], { default: "prefix" }),
     routingLoadFactor: Type.Number({ exclusiveMinimum: 1, maximum: 10, default: DEFAULT_LOAD_FACTOR }),
 
     // Rate limits: a token bucket of `rateLimitBurst` tokens refilled at points/duration per second.
@@ -109,7 +109,7 @@ export const ROUTER_SETTINGS: readonly SettingSpec[] = [
     value: "<strategy>",
     env: "CORRAL_ROUTING",
     description: "how a model's runtime is chosen: least-load (fewest requests in flight) or prefix (requests whose prompts start alike go to the same runtime, whose cache holds that start, within --routing-load-factor)",
-    defaultText: "least-load",
+    defaultText: "prefix",
     choices: ROUTING_STRATEGIES,
   },
   { key: "routingLoadFactor", flag: "--routing-load-factor", value: "<x>", env: "CORRAL_ROUTING_LOAD_FACTOR", description: "with --routing prefix: the most requests a runtime may have in flight, as a multiple of the model's average (> 1)", defaultText: String(DEFAULT_LOAD_FACTOR) },
