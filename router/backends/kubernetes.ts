@@ -48,6 +48,8 @@ export class KubernetesBackend implements Backend {
   private readonly stateName: string;
   /** Model name -> pod name -> endpoint. */
   private readonly endpoints = new Map<string, Map<string, Endpoint>>();
+  /** Model name -> its endpoints as a list, rebuilt when a pod changes: requests read it without copying. */
+  private readonly endpointLists = new Map<string, readonly Endpoint[]>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly scaling = new Map<string, Promise<void>>();
   /** Model key -> the Model's resourceVersion when this replica scaled it up (not again until the cache moves on). */
@@ -128,7 +130,7 @@ export class KubernetesBackend implements Backend {
   readyEndpoints(modelId: string): readonly Endpoint[] {
     const model = this.byId.get(modelId);
     if (!model || this.stopping.has(model.metadata.name)) return [];
-    return [...(this.endpoints.get(model.metadata.name)?.values() ?? [])];
+    return this.endpointLists.get(model.metadata.name) ?? [];
   }
 
   status(modelId: string): ModelStatus {
@@ -236,11 +238,15 @@ export class KubernetesBackend implements Backend {
     const endpoint = pod ? podEndpoint(pod) : undefined;
     if (endpoint) {
       if (!map) this.endpoints.set(model, (map = new Map()));
+      const known = map.get(name);
+      if (known?.url === endpoint.url) return;
       map.set(name, endpoint);
-    } else if (map) {
-      map.delete(name);
+    } else if (map?.delete(name)) {
       if (map.size === 0) this.endpoints.delete(model);
-    }
+    } else return;
+    const list = this.endpoints.get(model);
+    if (list) this.endpointLists.set(model, [...list.values()]);
+    else this.endpointLists.delete(model);
   }
 
   /** Requests wait for it, or this replica scaled it up and the cache has not caught up yet. */
