@@ -34,10 +34,10 @@ export const PARENT_WATCH_IMPORT = parentWatchImport();
  * runtime's environment is easier to read than the router's: /proc, crash reports, tools it runs):
  * the API keys, the Redis URL (it may carry a password) and the Kubernetes credentials.
  */
-export const ROUTER_ONLY_ENV: readonly string[] = ["CORRAL_API_KEYS", "CORRAL_API_KEYS_FILE", "REDIS_URL", "KUBECONFIG"];
+const ROUTER_ONLY_ENV: readonly string[] = ["CORRAL_API_KEYS", "CORRAL_API_KEYS_FILE", "REDIS_URL", "KUBECONFIG"];
 
 /** A runtime child's environment: the router's, without ROUTER_ONLY_ENV, with RUNTIME_PROCESS_ENV and the parent watch. */
-export function runtimeChildEnv(env: NodeJS.ProcessEnv, parentPid: number): NodeJS.ProcessEnv {
+function runtimeChildEnv(env: NodeJS.ProcessEnv, parentPid: number): NodeJS.ProcessEnv {
   const childEnv: NodeJS.ProcessEnv = { ...withRuntimeProcessEnv(env), [PARENT_WATCH_ENV]: String(parentPid) };
   for (const name of ROUTER_ONLY_ENV) delete childEnv[name];
   return childEnv;
@@ -55,7 +55,7 @@ const PINO_ERROR_LEVEL = 50;
 const MAX_STDERR_REASON_CHARS = 500;
 
 /** A free loopback port: bind :0, read it, close (the runtime binds it right after). */
-export async function freePort(): Promise<number> {
+async function freePort(): Promise<number> {
   return await new Promise<number>((resolve, reject) => {
     const server = net.createServer();
     server.unref();

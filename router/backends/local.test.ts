@@ -7,7 +7,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { PACKAGE_ROOT } from "../../common/package-root.js";
 import { waitFor } from "../../test/helpers/wait.js";
 import type { Catalog } from "../catalog.js";
-import { errorOf, LocalBackend, type LocalBackendOptions } from "./local.js";
+import { errorOf } from "./local-model.js";
+import { LocalBackend, type LocalBackendOptions } from "./local.js";
 import { ModelsBusyError, ModelStartError } from "./types.js";
 
 const FAKE_CLI = path.join(PACKAGE_ROOT, "test/router/fixtures/fake-runtime-cli.mjs");

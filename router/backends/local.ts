@@ -4,8 +4,6 @@ import { catalogEntry, type Catalog } from "../catalog.js";
 import { LocalModel } from "./local-model.js";
 import { ModelsBusyError, ModelStartError, type Backend, type CatalogEntry, type Endpoint, type ModelStatus } from "./types.js";
 
-export { errorOf, freePort, PARENT_WATCH_IMPORT, ROUTER_ONLY_ENV, runtimeChildEnv } from "./local-model.js";
-
 export type RuntimeFlags = Pick<RuntimeArgs, "threads" | "parallel" | "contextSize" | "modelDir"> &
   Required<Pick<RuntimeArgs, "logLevel" | "bodyLimitBytes" | "maxBatchPrompts" | "drainSeconds">>;
 

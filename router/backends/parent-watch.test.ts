@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { PassThrough } from "node:stream";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { waitFor } from "../../test/helpers/wait.js";
-import { PARENT_WATCH_IMPORT } from "./local.js";
+import { PARENT_WATCH_IMPORT } from "./local-model.js";
 import { PARENT_WATCH_ENV, SELF_STOP_GRACE_MS, watchParent, type WatchedProcess } from "./parent-watch.js";
 
 /** A process whose parent is 100, with a stdin the test ends, recording what the watch does. */
