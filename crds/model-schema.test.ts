@@ -5,7 +5,7 @@
 
 import { describe, expect, it } from "vitest";
 import { SAMPLING_KNOBS, SAMPLING_NAMES, camelCase } from "../common/api.js";
-import { ModelSpecSchema, ModelStatusSchema, loadModelCrd } from "../common/kube/model-resource.js";
+import { AUTOSCALING_DEFAULTS, ModelSpecSchema, ModelStatusSchema, loadModelCrd } from "../common/kube/model-resource.js";
 
 const crd = loadModelCrd();
 const schema = crd.spec.versions[0].schema.openAPIV3Schema;
@@ -79,5 +79,12 @@ describe("spec.defaults and the API's sampling knobs (common/api.ts)", () => {
     for (const name of SAMPLING_NAMES) {
       expect(crdDefaults.properties[camelCase(name)].description, name).toContain(`API default ${SAMPLING_KNOBS[name].default})`);
     }
+  });
+});
+
+describe("spec.autoscaling and the autoscaler's defaults (common/kube/model-resource.ts)", () => {
+  it("state the default the autoscaler uses in each description", () => {
+    const properties = schema.properties.spec.properties.autoscaling.properties;
+    for (const [name, value] of Object.entries(AUTOSCALING_DEFAULTS)) expect(properties[name].description, name).toContain(`(default ${value})`);
   });
 });

@@ -116,6 +116,16 @@ describe.skipIf(NO_CLUSTER)("kube-apiserver with the Model CRD", () => {
     );
   });
 
+  it("rejects autoscaling without maxReplicas, and autoscaling figures out of range, naming the field", async () => {
+    expect(await rejection("noscalemax", { source: "hf:a/b/c.gguf", autoscaling: { targetLoad: 2 } })).toBe(
+      'Model.corral.dev "noscalemax" is invalid: spec.autoscaling: Invalid value: "object": autoscaling needs maxReplicas: Corral\'s autoscaler moves only Models that set maxReplicas',
+    );
+    expect(await rejection("zerotarget", { source: "hf:a/b/c.gguf", maxReplicas: 2, autoscaling: { targetLoad: 0 } })).toContain("spec.autoscaling.targetLoad: Invalid value: 0");
+    expect(await rejection("nowindow", { source: "hf:a/b/c.gguf", maxReplicas: 2, autoscaling: { windowSeconds: 0 } })).toContain("spec.autoscaling.windowSeconds: Invalid value: 0");
+    const created = await create("autoscaled", { source: "hf:a/b/c.gguf", maxReplicas: 3, autoscaling: { targetLoad: 1.5, windowSeconds: 30, scaleDownDelaySeconds: 0, scaleToZeroSeconds: 120 } });
+    expect(created.spec.autoscaling).toEqual({ targetLoad: 1.5, windowSeconds: 30, scaleDownDelaySeconds: 0, scaleToZeroSeconds: 120 });
+  });
+
   it("rejects a Model without a source", async () => {
     expect(await rejection("nosource", { replicas: 1 })).toContain("spec.source: Required value");
   });

@@ -48,6 +48,10 @@ export const OperatorConfigSchema = Type.Object(
     clusterDomain: Type.Optional(Type.String({ minLength: 1 })),
     /** Ask starting pods for their /info (download progress, load failures); off where a NetworkPolicy forbids it. */
     probePods: Type.Boolean({ default: true }),
+    /** How often the autoscaler reads the load of autoscaled Models' pods; 0 turns it off. */
+    autoscaleIntervalSeconds: Type.Number({ minimum: 0, maximum: 300, default: 5 }),
+    /** Pods whose load the autoscaler reads at once (each read is one GET /info). */
+    autoscaleConcurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
   },
   { additionalProperties: false },
 );
@@ -81,6 +85,8 @@ export const OPERATOR_SETTINGS: readonly SettingSpec[] = [
   { key: "startupTimeoutSeconds", flag: "--startup-timeout-seconds", value: "<s>", env: "CORRAL_STARTUP_TIMEOUT_SECONDS", description: "how long a model pod may download and load before it is restarted", defaultText: "7200" },
   { key: "runtimeLogLevel", flag: "--runtime-log-level", value: "<level>", env: "CORRAL_RUNTIME_LOG_LEVEL", description: "log level of the model pods", defaultText: "info" },
   { key: "clusterDomain", flag: "--cluster-domain", value: "<domain>", env: "CORRAL_CLUSTER_DOMAIN", description: "cluster DNS domain used in status.endpoint (e.g. cluster.local)", defaultText: "none: http://<name>.<namespace>.svc:<port>" },
+  { key: "autoscaleIntervalSeconds", flag: "--autoscale-interval-seconds", value: "<s>", env: "CORRAL_AUTOSCALE_INTERVAL_SECONDS", description: "how often the load of autoscaled Models (spec.maxReplicas set) is read from their pods and acted on (0: no autoscaling)", defaultText: "5" },
+  { key: "autoscaleConcurrency", flag: "--autoscale-concurrency", value: "<n>", env: "CORRAL_AUTOSCALE_CONCURRENCY", description: "pods whose load the autoscaler reads at once", defaultText: "16" },
   { key: "probePods", flag: "--probe-pods", value: "<bool>", env: "CORRAL_PROBE_PODS", description: "read starting pods' /info for download progress and load errors", defaultText: "true" },
 ];
 

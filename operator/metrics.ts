@@ -40,6 +40,29 @@ export function createOperatorMetrics() {
       registers: [registry],
     }),
     statusWrites: new Counter({ name: "corral_operator_status_writes_total", help: "Model status updates written.", registers: [registry] }),
+    autoscalerLoad: new Gauge({
+      name: "corral_operator_autoscaler_load",
+      help: "Autoscaled Models' load (busy sequences plus queued requests over all pods), averaged over the Model's window.",
+      labelNames: ["namespace", "model"] as const,
+      registers: [registry],
+    }),
+    autoscalerDesiredReplicas: new Gauge({
+      name: "corral_operator_autoscaler_desired_replicas",
+      help: "Replicas the autoscaler wants for each autoscaled Model.",
+      labelNames: ["namespace", "model"] as const,
+      registers: [registry],
+    }),
+    autoscalerDecisions: new Counter({
+      name: "corral_operator_autoscaler_decisions_total",
+      help: "Changes of spec.replicas the autoscaler made, by direction (up, down, zero).",
+      labelNames: ["namespace", "model", "direction"] as const,
+      registers: [registry],
+    }),
+    autoscalerReadFailures: new Counter({
+      name: "corral_operator_autoscaler_read_failures_total",
+      help: "Reads of a ready pod's load (GET /info) that failed; a Model none of whose ready pods answers is not scaled.",
+      registers: [registry],
+    }),
     models: new Gauge({ name: "corral_operator_models", help: "Models known to the operator, by phase.", labelNames: ["phase"] as const, registers: [registry] }),
   };
 }

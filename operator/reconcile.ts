@@ -75,6 +75,14 @@ export const defaultProbe: RuntimeProbe = async (url, signal) => {
   return (await response.json()) as RuntimeInfo;
 };
 
+/** Where a pod's runtime answers: its IP and the runtime container's named port. */
+export function podRuntimeUrl(pod: Pod, fallbackPort: number): string {
+  const container = pod.spec?.containers?.find((c) => c.name === RUNTIME_CONTAINER) ?? pod.spec?.containers?.[0];
+  const port = container?.ports?.find((p) => p.name === RUNTIME_PORT_NAME)?.containerPort ?? fallbackPort;
+  const ip = pod.status!.podIP!;
+  return `http://${ip.includes(":") ? `[${ip}]` : ip}:${port}`;
+}
+
 /** desired ⊆ live: every field the operator sets has the same value on the live object. */
 export function isSubset(desired: unknown, live: unknown): boolean {
   if (Array.isArray(desired)) {
@@ -273,11 +281,8 @@ export class Reconciler {
       .slice(0, 3);
     await Promise.all(
       starting.map(async (pod) => {
-        const container = pod.spec?.containers?.find((c) => c.name === RUNTIME_CONTAINER) ?? pod.spec?.containers?.[0];
-        const port = container?.ports?.find((p) => p.name === RUNTIME_PORT_NAME)?.containerPort ?? this.options.config.runtimePort;
-        const ip = pod.status!.podIP!;
         try {
-          const info = await this.probe(`http://${ip.includes(":") ? `[${ip}]` : ip}:${port}`, signal);
+          const info = await this.probe(podRuntimeUrl(pod, this.options.config.runtimePort), signal);
           if (info) out.set(pod.metadata.name, info);
         } catch {
           // Not answering yet, or a NetworkPolicy in the way: the phase says "starting".

@@ -15,7 +15,8 @@ import { EventRecorder } from "./events.js";
 import { LeaderElector } from "./leader.js";
 import { createOperatorMetrics, type OperatorMetrics } from "./metrics.js";
 import { WorkQueue } from "./queue.js";
-import { Reconciler, type Caches, type RuntimeProbe } from "./reconcile.js";
+import { Reconciler, defaultProbe, type Caches, type RuntimeProbe } from "./reconcile.js";
+import { Autoscaler } from "./autoscaler.js";
 
 export interface OperatorHandle {
   /** Base URL of /healthz, /readyz and /metrics. */
@@ -42,7 +43,7 @@ export interface RunOptions {
   logger?: Logger;
   /** The cluster to talk to (tests: the test control plane); default from config.kubeconfig / KUBECONFIG / in-cluster. */
   kubeConfig?: KubeConfig;
-  /** How starting runtimes' /info is read (tests may replace it). */
+  /** How runtimes' /info is read, for starting pods' progress and the autoscaler (tests may replace it). */
   probe?: RuntimeProbe;
 }
 
@@ -69,10 +70,21 @@ export async function run(config: OperatorConfig, options: RunOptions = {}): Pro
     probe: options.probe,
     onStatusWrite: () => metrics.statusWrites.inc(),
   });
+  const autoscaler = new Autoscaler({
+    client,
+    caches,
+    events,
+    metrics,
+    logger: logger.child({ component: "autoscaler" }),
+    probe: options.probe ?? defaultProbe,
+    intervalMs: config.autoscaleIntervalSeconds * 1000,
+    concurrency: config.autoscaleConcurrency,
+    runtimePort: config.runtimePort,
+  });
   const stopping = new AbortController();
   const queue = createQueue(config, metrics, logger, (key) => reconciler.reconcile(key, stopping.signal));
   enqueueModelKeys(caches, queue);
-  const workers = new LeaderGatedWorkers({ caches, queue, reconciler, metrics, logger, synced, stopping: stopping.signal, pauseBoundMs: config.shutdownSeconds * 1000 });
+  const workers = new LeaderGatedWorkers({ caches, queue, reconciler, autoscaler, metrics, logger, synced, stopping: stopping.signal, pauseBoundMs: config.shutdownSeconds * 1000 });
 
   for (const i of informers) i.start();
   whenFirstListsDone(informers, stopping.signal, logger, () => workers.maybeStart());
@@ -170,6 +182,7 @@ class LeaderGatedWorkers {
       caches: Caches;
       queue: WorkQueue;
       reconciler: Reconciler;
+      autoscaler: Autoscaler;
       metrics: OperatorMetrics;
       logger: Logger;
       synced: () => boolean;
@@ -184,11 +197,12 @@ class LeaderGatedWorkers {
   }
 
   maybeStart(): void {
-    const { queue, synced, stopping, logger, caches } = this.parts;
+    const { queue, autoscaler, synced, stopping, logger, caches } = this.parts;
     if (this.leading && synced() && !queue.isRunning && !stopping.aborted) {
-      logger.info({ models: caches.models.size }, "reconciling");
+      logger.info({ models: caches.models.size, autoscaling: autoscaler.enabled }, "reconciling");
       this.enqueueAll();
       queue.start();
+      autoscaler.start();
     }
   }
 
@@ -201,6 +215,7 @@ class LeaderGatedWorkers {
   readonly stoppedLeading = async (): Promise<void> => {
     this.leading = false;
     this.parts.metrics.leader.set(0);
+    await this.parts.autoscaler.stop();
     // Runs in progress finish (bounded: an API call that hangs must not keep the Lease forever).
     await Promise.race([this.parts.queue.pause(), new Promise((resolve) => setTimeout(resolve, this.parts.pauseBoundMs).unref())]);
     this.parts.reconciler.forget();

@@ -13,6 +13,8 @@ export interface RuntimeInfo {
   state: "downloading" | "loading" | "ready" | "draining" | "failed" | string;
   failure?: string | null;
   progress?: { bytes_done?: number | null; bytes_total?: number | null; load_fraction?: number | null } | null;
+  /** Busy sequences plus queued requests: what the autoscaler scales on. */
+  load?: number;
 }
 
 /** Something wrong that is not in the children's status: an apply the API server refused, a name taken. */

@@ -14,6 +14,11 @@ export function kvCacheUsage(engine: EngineLoad | undefined): number {
   return cells && cells.total > 0 ? Math.min(1, cells.used / cells.total) : 0;
 }
 
+/** Busy sequences plus queued requests: the load Corral's autoscaler scales on (and HPA/KEDA can). */
+export function podLoad(engine: EngineLoad | undefined): number {
+  return (engine?.slotsBusy ?? 0) + (engine?.queueDepth ?? 0);
+}
+
 /**
  * The runtime's Prometheus metrics, on their own registry (tests run several in one process).
  * `engine` is read when /metrics is scraped: the load gauges cost the decode loop nothing.
@@ -101,6 +106,7 @@ function loadGauges(registry: Registry, engine: () => EngineLoad | undefined) {
     queueDepth: scraped(registry, "corral_runtime_queue_depth", "Requests waiting for a sequence.", waiting),
     requestsRunning: scraped(registry, "corral_runtime_requests_running", "Requests being served by a sequence now (the same count as corral_runtime_slots_busy).", running),
     requestsWaiting: scraped(registry, "corral_runtime_requests_waiting", "Requests queued for a free sequence (the same count as corral_runtime_queue_depth).", waiting),
+    load: scraped(registry, "corral_runtime_load", "Busy sequences plus queued requests: the load Corral's autoscaler scales on (docs/autoscaling.md).", () => podLoad(engine())),
     kvCacheUsage: scraped(
       registry,
       "corral_runtime_kv_cache_usage_ratio",

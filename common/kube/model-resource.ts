@@ -114,12 +114,24 @@ export const ModelCacheSchema = Type.Object({
 });
 export type ModelCache = Static<typeof ModelCacheSchema>;
 
+export const ModelAutoscalingSchema = Type.Object({
+  targetLoad: Type.Optional(Type.Number()),
+  windowSeconds: Type.Optional(Type.Integer()),
+  scaleDownDelaySeconds: Type.Optional(Type.Integer()),
+  scaleToZeroSeconds: Type.Optional(Type.Integer()),
+});
+export type ModelAutoscaling = Static<typeof ModelAutoscalingSchema>;
+
+/** spec.autoscaling's defaults (targetLoad's is the pod's parallel sequences); the CRD's descriptions state them. */
+export const AUTOSCALING_DEFAULTS = { windowSeconds: 60, scaleDownDelaySeconds: 300, scaleToZeroSeconds: 600 } as const;
+
 export const ModelSpecSchema = Type.Object({
   source: Type.String(),
   modelId: Type.Optional(Type.String()),
   replicas: Type.Optional(Type.Integer()),
   minReplicas: Type.Optional(Type.Integer()),
   maxReplicas: Type.Optional(Type.Integer()),
+  autoscaling: Type.Optional(ModelAutoscalingSchema),
   resources: Type.Optional(
     Type.Object({
       cpu: Type.Optional(Quantity),
@@ -184,6 +196,11 @@ export function effectiveReplicas(spec: ModelSpec): number {
   const min = spec.minReplicas ?? 0;
   const max = spec.maxReplicas ?? Number.POSITIVE_INFINITY;
   return Math.min(Math.max(replicas, min), Math.max(max, min));
+}
+
+/** Corral's autoscaler owns spec.replicas of Models that set maxReplicas. */
+export function isAutoscaled(spec: ModelSpec): boolean {
+  return spec.maxReplicas !== undefined;
 }
 
 /** The pod label selector of a Model, as a string (status.selector, list calls). */

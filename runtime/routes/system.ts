@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { Engine } from "../engine.js";
-import { kvCacheUsage, type RuntimeMetrics } from "../metrics.js";
+import { kvCacheUsage, podLoad, type RuntimeMetrics } from "../metrics.js";
 import type { RuntimeState } from "../state.js";
 
 export interface SystemRouteOptions {
@@ -53,6 +53,8 @@ async function runtimeInfo(state: RuntimeState, version: string) {
     parallel: engine?.parallel ?? null,
     slots_busy: engine?.slotsBusy ?? 0,
     queue_depth: engine?.queueDepth ?? 0,
+    // What the operator's autoscaler reads (corral_runtime_load): slots_busy + queue_depth.
+    load: podLoad(engine),
     // The KV figure gateways read (corral_runtime_kv_cache_usage_ratio): cells held by the
     // sequences serving requests now, of all the context's cells.
     kv_cache_usage: kvCacheUsage(engine),

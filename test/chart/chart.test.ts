@@ -206,7 +206,7 @@ describe.skipIf(!helm)("helm lint and helm template", () => {
   it("defaults: the chart's settings are the processes' own defaults where it has no reason to differ", () => {
     const operator = operatorConfigOf(render("defaults"));
     const plain = operatorConfig({});
-    for (const key of ["port", "logLevel", "workers", "resyncSeconds", "shutdownSeconds", "leaderElection", "runtimePort", "servicePort", "drainSeconds", "startupTimeoutSeconds", "runtimeLogLevel", "image", "gpuImage", "probePods"] as const) {
+    for (const key of ["port", "logLevel", "workers", "resyncSeconds", "shutdownSeconds", "leaderElection", "runtimePort", "servicePort", "drainSeconds", "startupTimeoutSeconds", "runtimeLogLevel", "image", "gpuImage", "probePods", "autoscaleIntervalSeconds"] as const) {
       expect(operator[key], key).toEqual(plain[key]);
     }
     const router = routerConfigOf(render("defaults"));

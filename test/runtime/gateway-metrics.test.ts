@@ -18,6 +18,8 @@ interface GatewayFigures {
   running: number;
   waiting: number;
   kv: number;
+  /** corral_runtime_load: running + waiting, what the autoscaler reads. */
+  load: number;
   /** Every series of every alias, from the same scrape. */
   series: Record<string, number>;
   types: Record<string, string>;
@@ -36,7 +38,8 @@ async function scrape(url: string): Promise<GatewayFigures> {
     const type = new RegExp(`^# TYPE ${name} (\\w+)$`, "m").exec(text);
     if (type) types[name] = type[1]!;
   }
-  return { running: series[ALIASES.running[0]]!, waiting: series[ALIASES.waiting[0]]!, kv: series[ALIASES.kv[0]]!, series, types };
+  const load = Number(/^corral_runtime_load(?:\{[^}]*\})? (\S+)$/m.exec(text)?.[1]);
+  return { running: series[ALIASES.running[0]]!, waiting: series[ALIASES.waiting[0]]!, kv: series[ALIASES.kv[0]]!, load, series, types };
 }
 
 /** Every alias shows the same value as Corral's own name, and is a gauge. */
@@ -80,7 +83,7 @@ describe("gateway metrics: queued, running, KV-cache usage", () => {
   it("reads zero when idle, counts running and waiting requests and the KV cells they hold, and drops back when they end", async () => {
     const url = runtime.url;
     const idle = await scrape(url);
-    expect(idle).toMatchObject({ running: 0, waiting: 0, kv: 0 });
+    expect(idle).toMatchObject({ running: 0, waiting: 0, kv: 0, load: 0 });
     expectAliasesAgree(idle);
     const idleInfo = await info(url);
     expect(idleInfo).toMatchObject({ kv_cache_usage: 0, kv_cache_cells_used: 0, kv_cache_cells_total: CONTEXT * PARALLEL });
@@ -97,6 +100,7 @@ describe("gateway metrics: queued, running, KV-cache usage", () => {
       { timeoutMs: 20_000, message: "timed out waiting for two requests running and one waiting" },
     );
     expectAliasesAgree(busy);
+    expect(busy.load).toBe(PARALLEL + 1);
     expect(busy.kv).toBeGreaterThan(0);
     expect(busy.kv).toBeLessThanOrEqual(1);
 
@@ -105,6 +109,9 @@ describe("gateway metrics: queued, running, KV-cache usage", () => {
     await waitFor(async () => (await scrape(url)).kv > busy.kv, { timeoutMs: 20_000, message: "timed out waiting for the KV usage to grow" });
     const busyInfo = await info(url);
     expect(busyInfo.kv_cache_cells_used).toBeGreaterThan(0);
+    // The autoscaler's signal on /info is the same sum.
+    expect(busyInfo.load).toBe(busyInfo.slots_busy + busyInfo.queue_depth);
+    expect(busyInfo.load).toBe(PARALLEL + 1);
     expect(busyInfo.kv_cache_usage).toBeCloseTo(busyInfo.kv_cache_cells_used / (CONTEXT * PARALLEL), 10);
 
     queuedController.abort();
@@ -116,7 +123,7 @@ describe("gateway metrics: queued, running, KV-cache usage", () => {
     const after = await waitFor(
       async () => {
         const figures = await scrape(url);
-        return figures.running === 0 && figures.waiting === 0 && figures.kv === 0 ? figures : undefined;
+        return figures.running === 0 && figures.waiting === 0 && figures.kv === 0 && figures.load === 0 ? figures : undefined;
       },
       { timeoutMs: 10_000, message: "timed out waiting for the metrics to drop back to idle" },
     );
