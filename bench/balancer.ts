@@ -9,7 +9,8 @@
 // - the picking cost per request (routing key + pick + release), median of rounds.
 import { StaticBackend } from "../router/backends/static.js";
 import type { Endpoint } from "../router/backends/types.js";
-import { Balancer, DEFAULT_LOAD_FACTOR, type Lease, type RoutingStrategy } from "../router/balancer.js";
+import { Balancer, DEFAULT_LOAD_FACTOR, type Lease } from "../router/balancer.js";
+import type { RoutingStrategy } from "../common/routing.js";
 import { routingKey } from "../router/routing-key.js";
 import { argValue, seededRandom, fixed, median, table } from "./lib.js";
 

@@ -24,7 +24,7 @@ import http from "node:http";
 import path from "node:path";
 import { PACKAGE_ROOT } from "../common/package-root.js";
 import { withRuntimeProcessEnv } from "../common/runtime-env.js";
-import { ROUTING_STRATEGIES, type RoutingStrategy } from "../router/balancer.js";
+import { ROUTING_STRATEGIES, type RoutingStrategy } from "../common/routing.js";
 import { CLI, freePort } from "../test/helpers/runtime.js";
 import { ensureTestModel } from "../test/helpers/test-models.js";
 import { waitFor } from "../test/helpers/wait.js";

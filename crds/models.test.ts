@@ -126,6 +126,10 @@ describe.skipIf(NO_CLUSTER)("kube-apiserver with the Model CRD", () => {
     expect(created.spec.autoscaling).toEqual({ targetLoad: 1.5, windowSeconds: 30, scaleDownDelaySeconds: 0, scaleToZeroSeconds: 120 });
   });
 
+  it("rejects a routing strategy it does not know, listing the ones it does", async () => {
+    expect(await rejection("badrouting", { source: "hf:a/b/c.gguf", routing: "random" })).toContain('spec.routing: Unsupported value: "random": supported values: "prefix", "least-load"');
+  });
+
   it("rejects a Model without a source", async () => {
     expect(await rejection("nosource", { replicas: 1 })).toContain("spec.source: Required value");
   });

@@ -3,6 +3,7 @@ import { StaticBackend } from "./backends/static.js";
 import { ModelStartError, type Backend, type Endpoint } from "./backends/types.js";
 import { Balancer, NoEndpointError, SUSPECT_MS } from "./balancer.js";
 import { hashKey } from "./prefix-ring.js";
+import type { RoutingStrategy } from "../common/routing.js";
 
 const a: Endpoint = { id: "a", url: "http://127.0.0.1:1" };
 const b: Endpoint = { id: "b", url: "http://127.0.0.1:2" };
@@ -152,6 +153,33 @@ describe("Balancer with prefix routing", () => {
       if (before.get(key) === "pod-0") expect(now).not.toBe("pod-0");
       else expect(now).toBe(before.get(key));
     }
+  });
+
+  it("a model's own strategy (a Model's spec.routing) overrides the router's, both ways", () => {
+    const own: Record<string, RoutingStrategy> = { embed: "least-load" };
+    const backend = Object.assign(
+      new StaticBackend([
+        { modelId: "chat", endpoints },
+        { modelId: "embed", endpoints },
+      ]),
+      { routingOf: (modelId: string): RoutingStrategy | undefined => own[modelId] },
+    );
+    const spread = (balancer: Balancer, modelId: string) => {
+      const held = Array.from({ length: 8 }, () => balancer.tryAcquire(modelId, { key: hashKey("one prompt") })!);
+      const homes = new Set(held.map((lease) => lease.endpoint.id));
+      for (const lease of held) lease.release();
+      return homes.size;
+    };
+    // A prefix router: chat keeps one prompt together (within the bound), embed spreads evenly.
+    const prefixRouter = new Balancer(backend, { strategy: "prefix", loadFactor: 2 });
+    expect(spread(prefixRouter, "chat")).toBeLessThan(4);
+    expect(spread(prefixRouter, "embed")).toBe(4);
+    // A least-load router: a Model that asks for prefix gets it.
+    own.chat = "prefix";
+    const leastLoadRouter = new Balancer(backend, { strategy: "least-load", loadFactor: 2 });
+    expect(spread(leastLoadRouter, "chat")).toBeLessThan(4);
+    delete own.chat;
+    expect(spread(leastLoadRouter, "chat")).toBe(4);
   });
 
   it("without a key, or with least-load, picks the least loaded endpoint", () => {

@@ -1,4 +1,5 @@
 import type { Backend, Endpoint } from "./backends/types.js";
+import type { RoutingStrategy } from "../common/routing.js";
 import { HashRing } from "./prefix-ring.js";
 
 /**
@@ -28,21 +29,12 @@ export const SUSPECT_MS = 2000;
 /** What a 503 for a model that is starting, or has no runtime for a moment, says to wait (Retry-After). */
 export const RETRY_AFTER_SECONDS = 5;
 
-/**
- * How a model's endpoint is chosen among the ready ones:
- * - `least-load`: the one with the fewest requests in flight (ties round-robin).
- * - `prefix`: consistent hashing with bounded loads on the request's routing key (the start of
- *   its prompt, see routing-key.ts), so requests that share a prompt start land on the runtime
- *   that has it cached; an endpoint over `loadFactor` times the average load is passed over for
- *   the next one on the ring. Without a key: least-load.
- */
-export const ROUTING_STRATEGIES = ["least-load", "prefix"] as const;
-export type RoutingStrategy = (typeof ROUTING_STRATEGIES)[number];
 
 /** KubeAI's and the paper's usual bound: no endpoint above 1.25 times the average load. */
 export const DEFAULT_LOAD_FACTOR = 1.25;
 
 export interface BalancerOptions {
+  /** The router's strategy (common/routing.ts); a model's own (Backend.routingOf) wins. */
   strategy?: RoutingStrategy;
   /** With `prefix`: the most an endpoint may carry, as a multiple of the model's average load (> 1). */
   loadFactor?: number;
@@ -134,7 +126,7 @@ export class Balancer {
       if (ready.some(usable)) candidates = ready.filter(usable);
     }
     if (candidates.length === 1) return candidates[0];
-    if (this.strategy === "prefix" && hints.key !== undefined) {
+    if (hints.key !== undefined && (this.backend.routingOf?.(modelId) ?? this.strategy) === "prefix") {
       const picked = this.pickByPrefix(modelId, ready, candidates, hints.key);
       if (picked) return picked;
     }

@@ -2,7 +2,8 @@ import Type, { type Static } from "typebox";
 import { buildConfig, type SettingSpec } from "../common/config.js";
 import { ConfigError } from "../common/errors.js";
 import { packagePath } from "../common/package-root.js";
-import { DEFAULT_LOAD_FACTOR, ROUTING_STRATEGIES } from "./balancer.js";
+import { DEFAULT_LOAD_FACTOR } from "./balancer.js";
+import { ROUTING_STRATEGIES } from "../common/routing.js";
 
 export const BACKEND_KINDS = ["local", "static", "kubernetes"] as const;
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;

@@ -5,6 +5,7 @@ import type { ResourceType } from "./client.js";
 import Type, { type Static, type TOptional } from "typebox";
 import { SAMPLING_KNOBS, SAMPLING_NAMES, camelCase, type CamelCase, type SamplingName, type SamplingOverrides } from "../api.js";
 import type { KubeObject } from "./types.js";
+import { ROUTING_STRATEGIES } from "../routing.js";
 
 /**
  * The Model custom resource (corral.dev/v1alpha1), shared by the operator and the router's
@@ -132,6 +133,7 @@ export const ModelSpecSchema = Type.Object({
   minReplicas: Type.Optional(Type.Integer()),
   maxReplicas: Type.Optional(Type.Integer()),
   autoscaling: Type.Optional(ModelAutoscalingSchema),
+  routing: Type.Optional(Type.Enum([...ROUTING_STRATEGIES])),
   resources: Type.Optional(
     Type.Object({
       cpu: Type.Optional(Quantity),

@@ -92,6 +92,18 @@ describe.skipIf(!kube)("KubernetesBackend", () => {
     await waitFor(() => b.lookup("tiny")?.source === "hf:x/y/z.gguf", { message: "the remaining Model did not take over the id" });
   });
 
+  it("gives a Model's spec.routing to the balancer, and follows a change of it", async () => {
+    const ns = await namespace();
+    await model(ns, "chat", { routing: "least-load" });
+    await model(ns, "plain");
+    const b = await backend(ns);
+    expect(b.routingOf("chat")).toBe("least-load");
+    expect(b.routingOf("plain")).toBeUndefined();
+    expect(b.routingOf("unknown")).toBeUndefined();
+    await client.mergePatch(MODELS, ns, "chat", { spec: { routing: "prefix" } });
+    await waitFor(() => b.routingOf("chat") === "prefix", { message: "the backend did not see spec.routing change" });
+  });
+
   it("has the ready pods of a Model as endpoints, at their runtime port", async () => {
     const ns = await namespace();
     await model(ns, "tiny");

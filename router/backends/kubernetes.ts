@@ -1,4 +1,5 @@
 import type { Logger } from "../../common/logger.js";
+import type { RoutingStrategy } from "../../common/routing.js";
 import { RESOURCES, describeKubeError, isNotFound, type KubeClient } from "../../common/kube/client.js";
 import { Informer } from "../../common/kube/informer.js";
 import { objectKey, type ConfigMap, type KubeObject, type Pod } from "../../common/kube/types.js";
@@ -125,6 +126,10 @@ export class KubernetesBackend implements Backend {
     const local = this.localCurrent;
     const id = local ? local.id : (this.state.get(this.options.namespace, this.stateName)?.data?.[STATE_KEY] ?? null);
     return id && this.byId.has(id) ? id : null;
+  }
+
+  routingOf(modelId: string): RoutingStrategy | undefined {
+    return this.byId.get(modelId)?.spec.routing;
   }
 
   readyEndpoints(modelId: string): readonly Endpoint[] {

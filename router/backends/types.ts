@@ -8,6 +8,8 @@
  * up to date in the background (child processes, informers) and answers from memory.
  */
 
+import type { RoutingStrategy } from "../../common/routing.js";
+
 /** One runtime serving one model. */
 export interface Endpoint {
   /** Stable and unique among a model's endpoints: a pod name, or `tiny#1` for a local child. */
@@ -94,6 +96,8 @@ export interface Backend {
   /** The current model (requests without `model_id` go to it); null when none. */
   current(): string | null;
   status(modelId: string): ModelStatus;
+  /** The model's own routing strategy (a Model's spec.routing), overriding the router's; undefined: the router's. */
+  routingOf?(modelId: string): RoutingStrategy | undefined;
   /** The endpoints of a model that accept requests now; empty when none. Never waits. */
   readyEndpoints(modelId: string): readonly Endpoint[];
 
