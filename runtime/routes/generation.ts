@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { USAGE_HEADER, formatUsage } from "../../common/usage.js";
 import { BatchRequest, BatchResponse, ChatRequest, ChatResponse, GenerateRequest, GenerateResponse } from "../../common/api.js";
 import { HttpError, payloadTooLarge, tooManyRequests } from "../../common/errors.js";
 import { chatFormat, generateFormat, usageOf } from "../formats.js";
@@ -69,11 +70,12 @@ export const generationRoutes: FastifyPluginAsyncTypebox<GenerationRouteOptions>
           ),
         );
         for (const result of results) recordResult(metrics, "/generate/batch", result, started);
-        const usage = usageOf({
+        const total = {
           promptTokens: results.reduce((sum, r) => sum + r.promptTokens, 0),
           completionTokens: results.reduce((sum, r) => sum + r.completionTokens, 0),
-        });
-        return { responses: results.map((r) => r.text), usage };
+        };
+        reply.header(USAGE_HEADER, formatUsage(total));
+        return { responses: results.map((r) => r.text), usage: usageOf(total) };
       } finally {
         reply.raw.off("close", onClose);
         state.activeRequests.delete(controller);

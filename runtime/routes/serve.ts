@@ -3,6 +3,7 @@ import type { LlamaGrammar } from "node-llama-cpp";
 import { ErrorResponse } from "../../common/api.js";
 import { HttpError, serviceUnavailable } from "../../common/errors.js";
 import { SSE_DONE, SSE_HEADERS, sseError } from "../../common/sse.js";
+import { USAGE_HEADER, formatUsage } from "../../common/usage.js";
 import type { Engine, GenerationResult, PreparedPrompt } from "../engine.js";
 import type { OutputFormat } from "../formats.js";
 import type { RuntimeMetrics } from "../metrics.js";
@@ -78,7 +79,7 @@ export async function serve(
             // still answer with a real status code.
             streaming = true;
             reply.hijack();
-            res.writeHead(200, { ...SSE_HEADERS, "x-request-id": String(request.id) });
+            res.writeHead(200, { ...SSE_HEADERS, "x-request-id": String(request.id), trailer: USAGE_HEADER });
             const first = format.start?.();
             if (first) res.write(first);
             else res.flushHeaders();
@@ -95,10 +96,17 @@ export async function serve(
       }
       // Counted as the 503 a plain request gets (a client that went away counts as 499).
       setStreamedStatus(request, 503);
-      if (!res.writableEnded) res.end(clientGone ? undefined : sseError("generation stopped: runtime is shutting down") + SSE_DONE);
+      if (!res.writableEnded) {
+        res.addTrailers({ [USAGE_HEADER]: formatUsage(result) });
+        res.end(clientGone ? undefined : sseError("generation stopped: runtime is shutting down") + SSE_DONE);
+      }
       return reply;
     }
-    if (!streaming) return format.body(result);
+    if (!streaming) {
+      reply.header(USAGE_HEADER, formatUsage(result));
+      return format.body(result);
+    }
+    res.addTrailers({ [USAGE_HEADER]: formatUsage(result) });
     res.end(format.end(result) + SSE_DONE);
     logDone(request, endpoint, 200, started, result);
     return reply;
