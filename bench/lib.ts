@@ -70,6 +70,8 @@ export class BenchClient {
   constructor(
     private readonly base: string,
     maxSockets: number,
+    /** Sent with every request (an Authorization header). */
+    private readonly headers: Record<string, string> = {},
   ) {
     this.agent = new http.Agent({ keepAlive: true, maxSockets });
   }
@@ -98,7 +100,7 @@ export class BenchClient {
       let seen = "";
       const request = http.request(
         url,
-        { method: "POST", agent: reuse ? this.agent : false, headers: { "content-type": "application/json", "content-length": payload.length } },
+        { method: "POST", agent: reuse ? this.agent : false, headers: { ...this.headers, "content-type": "application/json", "content-length": payload.length } },
         (response) => {
           const chunks: Buffer[] = [];
           response.on("data", (chunk: Buffer) => {

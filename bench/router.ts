@@ -4,13 +4,18 @@
  * - throughput at concurrency 16, tiny model, 8-token completions: routed/direct (goal >= 0.95);
  * - latency the router adds at concurrency 1 (p50 goal < 1 ms), p50 and p99;
  * - time for one streamed chunk to cross the router (chunks stamped by an SSE source in this process);
- * - the cost of one rate-limit check in a local Redis (and in memory), p50 and p99.
+ * - the cost of one rate-limit check in a local Redis (and in memory), p50 and p99;
+ * - what a key's quota checks add per request (docs/keys.md: the key lookup, its own rate limit
+ *   and a token-budget reservation in Redis; the settlement after the answer is off the path): a
+ *   second router with a keys file and a local Redis against the first, on the trivial upstream.
  * The router runs as its own process (`corral router --upstream`), rate limits off for the A/B
  * parts so that only proxying is measured. Prints markdown tables.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { pino } from "pino";
@@ -49,13 +54,13 @@ async function startRuntime(model: string) {
 }
 
 /** `corral router --upstream ...` in a process of its own (through its commander command). */
-async function startRouter(upstreams: string) {
+async function startRouter(upstreams: string, extra: string[] = ["--rate-limit-points", "0"]) {
   const port = await freePort();
   const main = path.join(PACKAGE_ROOT, "dist/router/main.js");
   const script = `const { routerCommand } = await import(${JSON.stringify(main)}); await routerCommand().parseAsync(process.argv.slice(1), { from: "user" });`;
   const child = spawn(
     ...pinned(1, process.execPath, ["--input-type=module", "-e", script, "--", "--upstream", upstreams, "--host", "127.0.0.1", "--port", String(port),
-      "--rate-limit-points", "0", "--log-level", "warn"]),
+      ...extra, "--log-level", "warn"]),
     { stdio: ["ignore", "ignore", "inherit"] },
   );
   const url = `http://127.0.0.1:${port}`;
@@ -67,7 +72,7 @@ async function startRouter(upstreams: string) {
 async function startTrivialUpstream() {
   const port = await freePort();
   const body = JSON.stringify({ response: "abcdefgh", finish_reason: "length", usage: { prompt_tokens: 3, completion_tokens: 8, total_tokens: 11 } });
-  const script = `require("node:http").createServer((req, res) => { req.resume(); req.on("end", () => { res.writeHead(200, { "content-type": "application/json; charset=utf-8", "content-length": ${Buffer.byteLength(body)} }); res.end(${JSON.stringify(body)}); }); }).listen(${port}, "127.0.0.1");`;
+  const script = `require("node:http").createServer((req, res) => { req.resume(); req.on("end", () => { res.writeHead(200, { "content-type": "application/json; charset=utf-8", "content-length": ${Buffer.byteLength(body)}, "x-corral-usage": "prompt=3, completion=8" }); res.end(${JSON.stringify(body)}); }); }).listen(${port}, "127.0.0.1");`;
   const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "ignore", "inherit"] });
   const url = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(url, { method: "POST", body: "{}" })).ok, { timeoutMs: 10_000, message: "timed out waiting for the trivial upstream" });
@@ -183,6 +188,28 @@ async function rateLimitCost(redisUrl: string | undefined, checks: number): Prom
   return { p50: median(micros.slice(checks / 10)), p99: percentile(micros.slice(checks / 10), 99) };
 }
 
+/**
+ * The router without limits against one with a keys file (a key with its own rate and token
+ * budgets, all far from spent) and Redis, on the trivial upstream, requests interleaved one by one.
+ */
+async function quotaCost(redisUrl: string, trivialUrl: string, plain: BenchClient): Promise<{ plainMs: number[]; quotaMs: number[] }> {
+  const dir = mkdtempSync(path.join(tmpdir(), "corral-bench-keys-"));
+  const keysFile = path.join(dir, "keys.yaml");
+  const key = "sk-bench-0123456789abcdef";
+  writeFileSync(keysFile, `keys:\n  - name: bench\n    key: ${key}\n    limits: { requestsPerMinute: 10000000, burst: 1000000, tokensPerMinute: 1000000000, tokensPerDay: 1000000000000 }\n`);
+  const router = await startRouter(`trivial=${trivialUrl}`, ["--keys-file", keysFile, "--redis-url", redisUrl, "--rate-limit-points", "60", "--rate-limit-burst", "10"]);
+  const quota = new BenchClient(router.url, 1, { authorization: `Bearer ${key}` });
+  try {
+    await interleavedLatency(plain, quota, 200, () => ({ prompt: "warm-up", model_id: "trivial" }));
+    const [plainMs, quotaMs] = await interleavedLatency(plain, quota, 2000, (i) => ({ prompt: `latency ${i}`, model_id: "trivial", max_length: 8 }));
+    return { plainMs, quotaMs };
+  } finally {
+    quota.close();
+    await router.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   pinSelf(1);
   const tiny = await ensureTestModel("tiny");
@@ -236,6 +263,7 @@ async function main(): Promise<void> {
 
     const redis = await localRedis();
     const redisCost = redis ? await rateLimitCost(redis.url, 5000) : undefined;
+    const quota = redis ? await quotaCost(redis.url, trivial.url, routed) : undefined;
     await redis?.stop();
     const memoryCost = await rateLimitCost(undefined, 5000);
 
@@ -246,6 +274,10 @@ async function main(): Promise<void> {
     rows.push(["no model (trivial upstream): latency p99, C=1 (ms)", fixed(percentile(trivialDirectMs, 99), 3), fixed(percentile(trivialRoutedMs, 99), 3), `+${fixed(percentile(trivialRoutedMs, 99) - percentile(trivialDirectMs, 99), 3)} ms`]);
     rows.push(["streamed chunk, write to arrival p50 (ms)", fixed(median(chunkDirect), 3), fixed(median(chunkRouted), 3), `+${fixed(median(chunkRouted) - median(chunkDirect), 3)} ms to cross the router`]);
     rows.push(["streamed chunk, write to arrival p99 (ms)", fixed(percentile(chunkDirect, 99), 3), fixed(percentile(chunkRouted, 99), 3), `+${fixed(percentile(chunkRouted, 99) - percentile(chunkDirect, 99), 3)} ms`]);
+    if (quota) {
+      rows.push(["a key's quota checks (rate + token budget in Redis): latency p50, C=1 (ms)", fixed(median(quota.plainMs), 3), fixed(median(quota.quotaMs), 3), `+${fixed(median(quota.quotaMs) - median(quota.plainMs), 3)} ms (goal < 0.3 ms)`]);
+      rows.push(["a key's quota checks: latency p99, C=1 (ms)", fixed(percentile(quota.plainMs, 99), 3), fixed(percentile(quota.quotaMs, 99), 3), `+${fixed(percentile(quota.quotaMs, 99) - percentile(quota.plainMs, 99), 3)} ms`]);
+    }
     rows.push([
       "one rate-limit check, p50 / p99 (µs)",
       "",

@@ -89,6 +89,46 @@ describe("computeStatus", () => {
     expect(observe({ pods: [running("p1")] }).phase).toBe("Loading");
   });
 
+  it("gives status.progress while starting: scheduling, downloading and loading, in whole percent", () => {
+    expect(observe().progress).toEqual({ stage: "scheduling" });
+    expect(observe({ pods: [pod("p1")] }).progress).toEqual({ stage: "scheduling" });
+    const unschedulable = pod("p1", { conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: "no node" }] });
+    expect(observe({ pods: [unschedulable] }).progress).toEqual({ stage: "scheduling" });
+
+    const total = 4 * 1024 ** 3;
+    const downloading = (bytes_done: number, bytes_total: number | null = total) =>
+      observe({ pods: [running("p1")], runtimeInfo: new Map([["p1", { state: "downloading", progress: { bytes_done, bytes_total } }]]) });
+    expect(downloading(1024 ** 3).progress).toEqual({ stage: "downloading", fraction: 0.25, bytesDone: 1024 ** 3, bytesTotal: total });
+    expect(downloading(0.29 * total).progress).toMatchObject({ fraction: 0.29 });
+    // Bytes move in 1% steps: a download polled every few seconds does not rewrite the status each time.
+    const a = downloading(0.421 * total);
+    const b = downloading(0.4299 * total);
+    expect(a.progress).toEqual({ stage: "downloading", fraction: 0.42, bytesDone: Math.floor(total * 0.42), bytesTotal: total });
+    expect(sameStatus({ ...a, conditions: [] }, { ...b, conditions: [] })).toBe(true);
+    // Without a known size: whole MiB, no fraction.
+    expect(downloading(5 * 1024 * 1024 + 12345, null).progress).toEqual({ stage: "downloading", bytesDone: 5 * 1024 * 1024 });
+
+    const loading = (info: RuntimeInfo | undefined) => observe({ pods: [running("p1")], runtimeInfo: new Map(info ? [["p1", info]] : []) }).progress;
+    expect(loading({ state: "loading", progress: { load_fraction: 0.806 } })).toEqual({ stage: "loading", fraction: 0.8 });
+    expect(loading({ state: "loading", progress: null })).toEqual({ stage: "loading" });
+    // Running, /info not answered yet: loading as far as anyone can tell.
+    expect(loading(undefined)).toEqual({ stage: "loading" });
+  });
+
+  it("has no status.progress once ready, at zero replicas or failed", () => {
+    const ready = observe({
+      deployment: deployment({ observedGeneration: 1, replicas: 2, updatedReplicas: 2, readyReplicas: 1 }),
+      pods: [pod("p1", { phase: "Running", conditions: [{ type: "Ready", status: "True" }] }), running("p2")],
+      model: model(2),
+    });
+    expect(ready.phase).toBe("Ready");
+    expect(ready.progress).toBeUndefined();
+    expect(observe({ model: model(0) }).progress).toBeUndefined();
+    const failed = observe({ pods: [running("p1")], runtimeInfo: new Map([["p1", { state: "failed", failure: "not a GGUF file" }]]) });
+    expect(failed.phase).toBe("Failed");
+    expect(failed.progress).toBeUndefined();
+  });
+
   it("is Failed with the runtime's reason when the model cannot load", () => {
     const status = observe({ pods: [running("p1")], runtimeInfo: new Map([["p1", { state: "failed", failure: "not a GGUF file" }]]) });
     expect(status.phase).toBe("Failed");

@@ -1,5 +1,5 @@
 import type { Condition, Deployment, Pod } from "../common/kube/types.js";
-import { RUNTIME_CONTAINER, modelIdOf, modelSelector, type Model, type ModelPhase, type ModelStatus } from "../common/kube/model-resource.js";
+import { RUNTIME_CONTAINER, modelIdOf, modelSelector, type Model, type ModelPhase, type ModelProgress, type ModelStatus } from "../common/kube/model-resource.js";
 import { kubeTime } from "../common/kube/types.js";
 
 /**
@@ -151,7 +151,37 @@ interface PhaseVerdict {
   phase: ModelPhase;
   reason: string;
   message: string;
+  /** status.progress: only while the model is starting. */
+  progress?: ModelProgress;
 }
+
+const MIB = 1024 * 1024;
+
+/** A fraction in whole percent steps, rounded down: the status changes at most a hundred times per stage. */
+function wholePercent(fraction: number): number {
+  // The epsilon keeps 0.29 at 29% (0.29 * 100 is 28.999...).
+  return Math.floor(Math.min(1, Math.max(0, fraction)) * 100 + 1e-9) / 100;
+}
+
+/**
+ * A download's progress, coarse on purpose: bytes in steps of 1% of the total (whole MiB when the
+ * total is unknown), so that polling a download rewrites the Model's status rarely.
+ */
+export function downloadProgress(bytesDone: number, bytesTotal: number | null): ModelProgress {
+  const done = Math.max(0, bytesDone);
+  if (bytesTotal && bytesTotal > 0) {
+    const fraction = wholePercent(done / bytesTotal);
+    return { stage: "downloading", fraction, bytesDone: Math.floor((bytesTotal * Math.round(fraction * 100)) / 100), bytesTotal };
+  }
+  return { stage: "downloading", bytesDone: Math.floor(done / MIB) * MIB };
+}
+
+/** Loading into memory, with the runtime's fraction when it reports one. */
+export function loadProgress(fraction: number | null | undefined): ModelProgress {
+  return typeof fraction === "number" && Number.isFinite(fraction) ? { stage: "loading", fraction: wholePercent(fraction) } : { stage: "loading" };
+}
+
+const SCHEDULING: ModelProgress = { stage: "scheduling" };
 
 function startingVerdict(o: Observation, livePods: readonly Pod[]): PhaseVerdict {
   const model = o.model;
@@ -171,7 +201,12 @@ function startingVerdict(o: Observation, livePods: readonly Pod[]): PhaseVerdict
       const done = info.progress?.bytes_done ?? 0;
       const total = info.progress?.bytes_total ?? null;
       const amount = total ? `${formatBytes(done)} of ${formatBytes(total)} (${Math.floor((done / total) * 100)}%)` : `${formatBytes(done)} so far`;
-      return { phase: "Downloading", reason: "Downloading", message: `pod ${pod.metadata.name} is downloading ${model.spec.source}: ${amount}` };
+      return {
+        phase: "Downloading",
+        reason: "Downloading",
+        message: `pod ${pod.metadata.name} is downloading ${model.spec.source}: ${amount}`,
+        progress: downloadProgress(done, total),
+      };
     }
   }
   for (const pod of livePods) {
@@ -179,7 +214,7 @@ function startingVerdict(o: Observation, livePods: readonly Pod[]): PhaseVerdict
     if (info?.state === "loading") {
       const fraction = info.progress?.load_fraction;
       const amount = typeof fraction === "number" && fraction > 0 ? ` (${Math.floor(fraction * 100)}%)` : "";
-      return { phase: "Loading", reason: "Loading", message: `pod ${pod.metadata.name} is loading the model into memory${amount}` };
+      return { phase: "Loading", reason: "Loading", message: `pod ${pod.metadata.name} is loading the model into memory${amount}`, progress: loadProgress(fraction) };
     }
   }
   const running = livePods.find((pod) => runtimeStatus(pod)?.state?.running);
@@ -188,10 +223,16 @@ function startingVerdict(o: Observation, livePods: readonly Pod[]): PhaseVerdict
       phase: "Loading",
       reason: "Starting",
       message: `pod ${running.metadata.name} is running and not ready yet (downloading or loading the model; waiting for /readyz)`,
+      progress: loadProgress(undefined),
     };
   }
   if (livePods.length === 0) {
-    return { phase: "Pending", reason: "WaitingForPods", message: `waiting for the Deployment to create ${o.desiredReplicas === 1 ? "a pod" : `${o.desiredReplicas} pods`}` };
+    return {
+      phase: "Pending",
+      reason: "WaitingForPods",
+      message: `waiting for the Deployment to create ${o.desiredReplicas === 1 ? "a pod" : `${o.desiredReplicas} pods`}`,
+      progress: SCHEDULING,
+    };
   }
   const pod = livePods[0]!;
   const waiting = runtimeStatus(pod)?.state?.waiting;
@@ -199,6 +240,7 @@ function startingVerdict(o: Observation, livePods: readonly Pod[]): PhaseVerdict
     phase: "Pending",
     reason: "PodPending",
     message: `pod ${pod.metadata.name} is ${waiting?.reason ? `waiting (${waiting.reason})` : pod.status?.phase === "Pending" || !pod.status?.phase ? "pending (being scheduled and started)" : pod.status.phase}`,
+    progress: SCHEDULING,
   };
 }
 
@@ -278,7 +320,7 @@ export function computeStatus(o: Observation): ModelStatus {
     } else {
       verdict = startingVerdict(o, livePods);
       const unschedulable = podProblems.find((p) => p.reason === "Unschedulable");
-      if (verdict.phase === "Pending" && unschedulable) verdict = { phase: "Pending", reason: "Unschedulable", message: unschedulable.message };
+      if (verdict.phase === "Pending" && unschedulable) verdict = { phase: "Pending", reason: "Unschedulable", message: unschedulable.message, progress: SCHEDULING };
     }
   }
 
@@ -352,6 +394,8 @@ export function computeStatus(o: Observation): ModelStatus {
     conditions,
   };
   if (generation !== undefined) status.observedGeneration = generation;
+  // A copy: the shared SCHEDULING object must not end up in a status someone mutates.
+  if (verdict.progress) status.progress = { ...verdict.progress };
   return status;
 }
 

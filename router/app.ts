@@ -1,7 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { AuthFailureLimiter } from "./auth-limiter.js";
-import { ApiKeys } from "./auth.js";
 import type { Backend } from "./backends/types.js";
 import type { Balancer } from "./balancer.js";
 import type { RouterConfig } from "./config.js";
@@ -11,6 +10,8 @@ import { docs } from "./plugins/docs.js";
 import { guard } from "./plugins/guard.js";
 import { jsonBody } from "./plugins/json-body.js";
 import type { UpstreamProxy } from "./proxy.js";
+import type { KeyStore } from "./tenants.js";
+import type { TokenBudgets } from "./token-budget.js";
 import type { RateLimiter } from "./ratelimit.js";
 import { generationRoutes } from "./routes/generation.js";
 import { modelRoutes } from "./routes/models.js";
@@ -26,9 +27,10 @@ export interface RouterAppOptions {
   balancer: Balancer;
   /** Undefined when rate limiting is off. */
   limiter: RateLimiter | undefined;
-  apiKeys: ApiKeys;
-  /** With any, admin routes (model management, system info) need one of these; they may generate too. */
-  adminKeys?: ApiKeys;
+  /** The keys in force (reloaded when their files change); without any, no route needs a key. */
+  keys: KeyStore;
+  /** Token budgets per key (Redis-shared where the router has Redis). */
+  budgets: TokenBudgets;
   /** Locks a client out after repeated failed authentication; undefined: no limit. */
   authLimiter?: AuthFailureLimiter;
   metrics: RouterMetrics;
@@ -53,7 +55,6 @@ export interface RouterAppOptions {
 export async function routerApp(app: App, options: RouterAppOptions): Promise<void> {
   const shared = {
     ...options,
-    adminKeys: options.adminKeys ?? new ApiKeys([]),
     authLimiter: options.authLimiter,
     counts: new RequestCounts(),
     runtimeInfo: new RuntimeInfoCache(),

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { StaticBackend } from "./backends/static.js";
 import { ModelStartError, type Backend, type Endpoint } from "./backends/types.js";
-import { Balancer, NoEndpointError, SUSPECT_MS } from "./balancer.js";
+import { Balancer, NoEndpointError, QueueFullError, SUSPECT_MS, type Lease, type PickHints } from "./balancer.js";
 import { hashKey } from "./prefix-ring.js";
 import type { RoutingStrategy } from "../common/routing.js";
 
@@ -190,3 +190,251 @@ describe("Balancer with prefix routing", () => {
     expect(() => new Balancer(new StaticBackend([]), { loadFactor: 1 })).toThrow(/greater than 1/);
   });
 });
+
+describe("Balancer fair queueing", () => {
+  /** Two parallel sequences: with the default --endpoint-queue 1 it takes 3 requests at once. */
+  const busy: Endpoint = { id: "busy", url: "http://127.0.0.1:4001", capacity: 2 };
+  const spare: Endpoint = { id: "spare", url: "http://127.0.0.1:4002", capacity: 2 };
+  /** A signal that never aborts, one per request (a shared one would collect a listener per waiting request). */
+  const never = () => new AbortController().signal;
+  const as = (name: string, weight = 1, extra: PickHints = {}): PickHints => ({ client: { name, weight }, ...extra });
+  const hold = (balancer: Balancer, count: number) => Array.from({ length: count }, () => balancer.tryAcquire("m")!);
+  /** Lets the promise callbacks of granted leases run. */
+  const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+  /** Records the order in which queued requests get their leases, by name. */
+  function recorder() {
+    const granted: string[] = [];
+    const leases: Lease[] = [];
+    const track = (name: string, pending: Promise<Lease>) =>
+      pending.then((lease) => {
+        granted.push(name);
+        leases.push(lease);
+        return lease;
+      });
+    return { granted, leases, track };
+  }
+
+  it("takes capacity + --endpoint-queue requests per endpoint, then tryAcquire finds the model saturated", () => {
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [busy, spare] }]));
+    const held = hold(balancer, 6);
+    expect([balancer.inFlightTo(busy), balancer.inFlightTo(spare)]).toEqual([3, 3]);
+    expect(balancer.tryAcquire("m")).toBeUndefined();
+    held[0]!.release();
+    expect(balancer.tryAcquire("m")).toBeDefined();
+
+    const tight = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [busy] }]), { endpointQueue: 0 });
+    hold(tight, 2);
+    expect(tight.tryAcquire("m")).toBeUndefined();
+  });
+
+  it("never finds endpoints without a capacity saturated (the runtime queues, as before)", async () => {
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [a, b] }]), { endpointQueue: 0, queuePerKey: 0 });
+    const held = Array.from({ length: 100 }, () => balancer.tryAcquire("m"));
+    expect(held.every((lease) => lease !== undefined)).toBe(true);
+    expect((await balancer.acquire("m", never(), as("k"))).endpoint.id).toMatch(/^[ab]$/);
+    expect(balancer.queuedFor("m")).toBe(0);
+  });
+
+  it("sends a request to an endpoint with room, not to a full one that has fewer in flight", () => {
+    const small: Endpoint = { id: "small", url: "http://127.0.0.1:4003", capacity: 1 };
+    const large: Endpoint = { id: "large", url: "http://127.0.0.1:4004", capacity: 8 };
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [small, large] }]), { strategy: "least-load" });
+    const picks = hold(balancer, 10).map((lease) => lease.endpoint.id);
+    expect(picks.filter((id) => id === "small")).toHaveLength(2);
+    expect(balancer.inFlightTo(large)).toBe(8);
+  });
+
+  it("queues requests of a saturated model and hands each released slot to the next one", async () => {
+    const waits: number[] = [];
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [busy] }]), { onQueueWait: (_model, seconds) => waits.push(seconds) });
+    const held = hold(balancer, 3);
+    const { granted, leases, track } = recorder();
+    track("first", balancer.acquire("m", never(), as("k")));
+    track("second", balancer.acquire("m", never(), as("k")));
+    expect(balancer.queuedFor("m")).toBe(2);
+    await settle();
+    expect(granted).toEqual([]);
+
+    held[0]!.release();
+    await settle();
+    expect(granted).toEqual(["first"]);
+    expect(balancer.inFlightTo(busy)).toBe(3);
+    expect(balancer.queuedFor("m")).toBe(1);
+    held[1]!.release();
+    await settle();
+    expect(granted).toEqual(["first", "second"]);
+    expect(balancer.queuedFor("m")).toBe(0);
+    expect(waits).toHaveLength(2);
+    for (const lease of [...leases, held[2]!]) lease.release();
+    expect(balancer.inFlightTo(busy)).toBe(0);
+  });
+
+  it("lets nobody jump the queue: while requests wait, a newcomer waits too, even when room appears unannounced", async () => {
+    // A backend that does not announce its endpoint changes: the next request drains the queue first.
+    const backend = new (class extends StaticBackend {
+      override watchEndpoints(): void {}
+    })([{ modelId: "m", endpoints: [busy] }]);
+    const balancer = new Balancer(backend);
+    hold(balancer, 3);
+    const { granted, track } = recorder();
+    track("first", balancer.acquire("m", never(), as("k")));
+    track("second", balancer.acquire("m", never(), as("other")));
+    const small: Endpoint = { id: "small", url: "http://127.0.0.1:4005", capacity: 1 };
+    backend.setEndpoints("m", [busy, small]);
+    // `small` has room for 2: both waiting requests take it before the newcomer is considered.
+    expect(balancer.tryAcquire("m")).toBeUndefined();
+    await settle();
+    expect(granted).toEqual(["first", "second"]);
+    expect(balancer.inFlightTo(small)).toBe(2);
+    expect(balancer.queuedFor("m")).toBe(0);
+  });
+
+  it("takes an aborted request out of the queue at once, leaving no count behind", async () => {
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [busy] }]));
+    const held = hold(balancer, 3);
+    const client = new AbortController();
+    const waiting = balancer.acquire("m", client.signal, as("k"));
+    const { granted, leases, track } = recorder();
+    track("after", balancer.acquire("m", never(), as("k")));
+    client.abort(new Error("client went away"));
+    await expect(waiting).rejects.toThrow("client went away");
+    expect(balancer.queuedFor("m")).toBe(1);
+    // The next slot goes to the request behind it; the aborted one took nothing.
+    held[0]!.release();
+    await settle();
+    expect(granted).toEqual(["after"]);
+    for (const lease of [...held, ...leases]) lease.release();
+    expect(balancer.inFlightTo(busy)).toBe(0);
+    expect(balancer.queuedFor("m")).toBe(0);
+    // Already aborted: refused without queueing.
+    hold(balancer, 3);
+    await expect(balancer.acquire("m", AbortSignal.abort(new Error("gone")), as("k"))).rejects.toThrow("gone");
+    expect(balancer.queuedFor("m")).toBe(0);
+  });
+
+  it("refuses a key's request beyond its bound with QueueFullError, and still queues other keys", async () => {
+    const rejected: string[] = [];
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [busy] }]), { queuePerKey: 2, onQueueReject: (model) => rejected.push(model) });
+    hold(balancer, 3);
+    void balancer.acquire("m", never(), as("team-a")).catch(() => undefined);
+    void balancer.acquire("m", never(), as("team-a")).catch(() => undefined);
+    const refused = balancer.acquire("m", never(), as("team-a"));
+    await expect(refused).rejects.toBeInstanceOf(QueueFullError);
+    const error = (await refused.catch((e: unknown) => e)) as QueueFullError;
+    expect(error.message).toBe('too many requests of key "team-a" waiting for model m (2); retry shortly');
+    expect(error.retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect(rejected).toEqual(["m"]);
+    void balancer.acquire("m", never(), as("team-b")).catch(() => undefined);
+    expect(balancer.queuedFor("m")).toBe(3);
+    // A key's own bound wins over the default.
+    const roomy = balancer.acquire("m", never(), { client: { name: "team-a", weight: 1, maxQueued: 3 } });
+    expect(balancer.queuedFor("m")).toBe(4);
+    void roomy.catch(() => undefined);
+  });
+
+  it("serves keys in turn by weight, 1:3, while both have requests waiting", async () => {
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [busy] }]));
+    const held = hold(balancer, 3);
+    const { granted, leases, track } = recorder();
+    for (let i = 0; i < 20; i++) track("light", balancer.acquire("m", never(), as("light", 1)));
+    for (let i = 0; i < 20; i++) track("heavy", balancer.acquire("m", never(), as("heavy", 3)));
+    const free = [...held];
+    for (let turn = 0; turn < 16; turn++) {
+      free.shift()!.release();
+      await settle();
+      free.push(leases[leases.length - 1]!);
+    }
+    expect(granted.filter((name) => name === "light")).toHaveLength(4);
+    expect(granted.filter((name) => name === "heavy")).toHaveLength(12);
+  });
+
+  it("tells a waiting request its place (1: next) whenever it changes", async () => {
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [busy] }]));
+    const held = hold(balancer, 3);
+    const places: Record<string, number[]> = { a1: [], a2: [], b1: [] };
+    const told = (name: string) => (position: number) => places[name]!.push(position);
+    void balancer.acquire("m", never(), as("a", 1, { onQueued: told("a1") }));
+    void balancer.acquire("m", never(), as("a", 1, { onQueued: told("a2") }));
+    // b's first request goes before a's second: a's second moves back to 3.
+    void balancer.acquire("m", never(), as("b", 1, { onQueued: told("b1") }));
+    expect(places).toEqual({ a1: [1], a2: [2, 3], b1: [2] });
+    held[0]!.release();
+    expect(places).toEqual({ a1: [1], a2: [2, 3, 2], b1: [2, 1] });
+  });
+
+  it("gives queued requests a new endpoint at once when one becomes ready, and NoEndpointError when all go away", async () => {
+    const backend = new StaticBackend([{ modelId: "m", endpoints: [busy] }]);
+    const balancer = new Balancer(backend);
+    hold(balancer, 3);
+    const { granted, leases, track } = recorder();
+    track("first", balancer.acquire("m", never(), as("k")));
+    backend.setEndpoints("m", [busy, spare]);
+    await settle();
+    expect(granted).toEqual(["first"]);
+    expect(leases[0]!.endpoint.id).toBe("spare");
+
+    hold(balancer, 2);
+    const stranded = balancer.acquire("m", never(), as("k"));
+    expect(balancer.queuedFor("m")).toBe(1);
+    backend.setEndpoints("m", []);
+    await expect(stranded).rejects.toBeInstanceOf(NoEndpointError);
+    expect(balancer.queuedFor("m")).toBe(0);
+  });
+
+  it("lets a retry after a failure (avoid) through a saturated model: it had its turn", () => {
+    const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [busy, spare] }]));
+    const held = hold(balancer, 6);
+    void balancer.acquire("m", never(), as("k"));
+    held[0]!.release();
+    expect(balancer.queuedFor("m")).toBe(0);
+    expect(balancer.tryAcquire("m", { avoid: held[0]!.endpoint })).toBeDefined();
+    expect(() => new Balancer(new StaticBackend([]), { endpointQueue: -1 })).toThrow(RangeError);
+  });
+
+  it("measured: a light key's p99 wait stays within 2 service slots while a heavy key sends 10 times as much", async () => {
+    // One runtime of 2 sequences (3 slots with --endpoint-queue 1). Each step one request arrives
+    // (10 of every 11 from the heavy key, which also starts 30 deep) and the oldest lease ends, so
+    // the model stays saturated. A wait is counted in service slots: releases until the lease.
+    const lightP99 = async (keyOf: (light: boolean) => string): Promise<number> => {
+      const balancer = new Balancer(new StaticBackend([{ modelId: "m", endpoints: [busy] }]), { queuePerKey: 5000 });
+      const active: Lease[] = hold(balancer, 3);
+      let step = 0;
+      const waits: number[] = [];
+      const submit = (light: boolean) => {
+        const since = step;
+        void balancer.acquire("m", never(), as(keyOf(light))).then((lease) => {
+          active.push(lease);
+          if (light) waits.push(step - since + 1);
+        });
+      };
+      for (let i = 0; i < 30; i++) submit(false);
+      for (step = 0; step < 2200; step++) {
+        submit(step % 11 === 5);
+        active.shift()!.release();
+        await settle();
+      }
+      // The last light requests get their turns as the backlog drains.
+      for (; waits.length < 200; step++) {
+        active.shift()!.release();
+        await settle();
+      }
+      return percentile(waits, 0.99);
+    };
+    const fair = await lightP99((light) => (light ? "light" : "heavy"));
+    // The same traffic in one FIFO (every request under one key): the light key waits out the heavy backlog.
+    const fifo = await lightP99(() => "everyone");
+    console.log(`light key p99 wait: ${fair} service slot(s) with fair queueing, ${fifo} in one FIFO`);
+    // Start-time fair queueing starts an arriving key at the virtual time of the last request
+    // served, at or below the heavy key's next one: it goes next, or after one heavy request on a
+    // tie. The bound: 2 service slots (one turn of the heavy key, weight 1, plus its own).
+    expect(fair).toBeLessThanOrEqual(2);
+    expect(fifo).toBeGreaterThan(20);
+  });
+});
+
+/** The value below which `share` of the sorted values lie (nearest rank). */
+function percentile(values: readonly number[], share: number): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(share * sorted.length) - 1)]!;
+}

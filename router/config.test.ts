@@ -2,7 +2,6 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { ApiKeys } from "./auth.js";
 import { loadCatalog, parseCatalog } from "./catalog.js";
 import { parseUpstream, routerConfig, RouterConfigSchema } from "./config.js";
 import { packagePath } from "../common/package-root.js";
@@ -63,6 +62,13 @@ describe("routerConfig", () => {
     expect(config).toMatchObject({ adminApiKeys: ["root-a", "root-b"], adminApiKeysFile: "/etc/admin", authFailureLimit: 5, authFailureWindowSeconds: 30, metricsPort: 9090 });
   });
 
+  it("has the fair-queueing settings: one request waiting at each runtime, 32 per key in the router", () => {
+    expect(routerConfig({})).toMatchObject({ endpointQueue: 1, queuePerKey: 32 });
+    expect(routerConfig({ endpointQueue: "0", queuePerKey: "100" })).toMatchObject({ endpointQueue: 0, queuePerKey: 100 });
+    expect(() => routerConfig({ endpointQueue: "-1" })).toThrow(/--endpoint-queue \(CORRAL_ENDPOINT_QUEUE\)/);
+    expect(() => routerConfig({ queuePerKey: "many" })).toThrow(/--queue-per-key \(CORRAL_QUEUE_PER_KEY\)/);
+  });
+
   it("parses upstreams with slashes in the model id", () => {
     expect(parseUpstream("microsoft/phi-2=http://10.0.0.7:8080/")).toEqual({ modelId: "microsoft/phi-2", url: "http://10.0.0.7:8080" });
   });
@@ -87,29 +93,7 @@ describe("the model catalog", () => {
   });
 });
 
-describe("API keys", () => {
-  it("reads keys from a file and a list, and checks Bearer headers", () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), "corral-keys-"));
-    const file = path.join(dir, "keys");
-    writeFileSync(file, "# team keys\nkey-one\n\n  key-two  # the CI key\n");
-    const keys = ApiKeys.load({ file, keys: ["key-three"] });
-    expect(keys.count).toBe(3);
-    expect(keys.verify("Bearer key-two")).toMatch(/^key:[0-9a-f]{16}$/);
-    expect(keys.verify("bearer key-three")).toBe(keys.verify("Bearer key-three"));
-    expect(keys.verify("Bearer key-tw")).toBeNull();
-    expect(keys.verify("Basic key-one")).toBeNull();
-    expect(keys.verify(undefined)).toBeNull();
-    expect(keys.verify("Bearer key-one")).not.toBe(keys.verify("Bearer key-two"));
-  });
 
-  it("is off without keys, and a file without keys is an error", () => {
-    expect(ApiKeys.load({}).enabled).toBe(false);
-    dir = mkdtempSync(path.join(os.tmpdir(), "corral-keys-"));
-    writeFileSync(path.join(dir, "empty"), "# nothing\n");
-    expect(() => ApiKeys.load({ file: path.join(dir, "empty") })).toThrow(/holds no key/);
-    expect(() => ApiKeys.load({ file: path.join(dir, "missing") })).toThrow(/cannot be read/);
-  });
-});
 
 describe("the commands", () => {
   it("store every setting under its config key (commander's name for the flag)", async () => {

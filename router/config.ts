@@ -2,7 +2,7 @@ import Type, { type Static } from "typebox";
 import { buildConfig, type SettingSpec } from "../common/config.js";
 import { ConfigError } from "../common/errors.js";
 import { packagePath } from "../common/package-root.js";
-import { DEFAULT_LOAD_FACTOR } from "./balancer.js";
+import { DEFAULT_ENDPOINT_QUEUE, DEFAULT_LOAD_FACTOR, DEFAULT_QUEUE_PER_KEY } from "./balancer.js";
 import { ROUTING_STRATEGIES } from "../common/routing.js";
 
 export const BACKEND_KINDS = ["local", "static", "kubernetes"] as const;
@@ -29,6 +29,9 @@ export const RouterConfigSchema = Type.Object(
     // Which endpoint of a model takes a request (router/balancer.ts).
     routing: Type.Enum([...ROUTING_STRATEGIES], { default: "prefix" }),
     routingLoadFactor: Type.Number({ exclusiveMinimum: 1, maximum: 10, default: DEFAULT_LOAD_FACTOR }),
+    // Fair queueing of a saturated model's requests by client key (router/fair-queue.ts).
+    endpointQueue: Type.Integer({ minimum: 0, maximum: 1024, default: DEFAULT_ENDPOINT_QUEUE }),
+    queuePerKey: Type.Integer({ minimum: 0, maximum: 100_000, default: DEFAULT_QUEUE_PER_KEY }),
 
     // Rate limits: a token bucket of `rateLimitBurst` tokens refilled at points/duration per second.
     rateLimitPoints: Type.Integer({ minimum: 0, default: 60 }),
@@ -40,6 +43,7 @@ export const RouterConfigSchema = Type.Object(
     allowedHosts: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
 
     // API keys.
+    keysFile: Type.Optional(Type.String({ minLength: 1 })),
     apiKeysFile: Type.Optional(Type.String({ minLength: 1 })),
     apiKeys: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
     // Admin keys: with any, /models/load, /models/unload and /system/info need one.
@@ -114,6 +118,23 @@ export const ROUTER_SETTINGS: readonly SettingSpec[] = [
     choices: ROUTING_STRATEGIES,
   },
   { key: "routingLoadFactor", flag: "--routing-load-factor", value: "<x>", env: "CORRAL_ROUTING_LOAD_FACTOR", description: "with --routing prefix: the most requests a runtime may have in flight, as a multiple of the model's average (> 1)", defaultText: String(DEFAULT_LOAD_FACTOR) },
+  {
+    key: "endpointQueue",
+    flag: "--endpoint-queue",
+    value: "<n>",
+    env: "CORRAL_ENDPOINT_QUEUE",
+    description:
+      "requests sent to a runtime beyond its parallel sequences, so a freed one is refilled at once; when all of a model's runtimes have that many, requests wait in the router, served fairly by key (--queue-per-key)",
+    defaultText: String(DEFAULT_ENDPOINT_QUEUE),
+  },
+  {
+    key: "queuePerKey",
+    flag: "--queue-per-key",
+    value: "<n>",
+    env: "CORRAL_QUEUE_PER_KEY",
+    description: "requests of one API key (or client address without keys) that may wait for a busy model, unless its keys-file entry sets its own; beyond it: 429 with Retry-After",
+    defaultText: String(DEFAULT_QUEUE_PER_KEY),
+  },
   { key: "rateLimitPoints", flag: "--rate-limit-points", value: "<n>", env: "CORRAL_RATE_LIMIT_POINTS", description: "sustained requests per client per --rate-limit-duration (0 turns rate limiting off)", defaultText: "60" },
   { key: "rateLimitDuration", flag: "--rate-limit-duration", value: "<s>", env: "CORRAL_RATE_LIMIT_DURATION", description: "seconds over which --rate-limit-points are allowed", defaultText: "60" },
   { key: "rateLimitBurst", flag: "--rate-limit-burst", value: "<n>", env: "CORRAL_RATE_LIMIT_BURST", description: "requests a client may make at once (token bucket capacity)", defaultText: "10" },
@@ -126,6 +147,13 @@ export const ROUTER_SETTINGS: readonly SettingSpec[] = [
     env: "CORRAL_ALLOWED_HOSTS",
     description: "comma-separated Host header names answered besides localhost, 127.0.0.1, [::1] and --host ('*': any); other hosts get 403 (DNS rebinding)",
     defaultText: "none; corral router: any, unless set",
+  },
+  {
+    key: "keysFile",
+    flag: "--keys-file",
+    value: "<path>",
+    env: "CORRAL_KEYS_FILE",
+    description: "YAML/JSON file of named keys with scopes, allowed models, request rate, token budgets and fair-queueing weight (docs/keys.md); reloaded when it changes; turns auth on",
   },
   { key: "apiKeysFile", flag: "--api-keys-file", value: "<path>", env: "CORRAL_API_KEYS_FILE", description: "file of API keys, one per line (# comments); turns auth on" },
   { key: "apiKeys", flag: "--api-keys", value: "<list>", env: "CORRAL_API_KEYS", description: "comma-separated API keys; turns auth on (prefer the env var or the file: flags show in ps)" },

@@ -29,6 +29,43 @@ export function createRouterMetrics() {
       buckets: LATENCY_BUCKETS,
       registers,
     }),
+    queueWait: new Histogram({
+      name: "corral_router_queue_wait_seconds",
+      help: "Time requests waited in the router's fair queue for a saturated model (only requests that waited)",
+      labelNames: ["model"] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    queueRejections: new Counter({
+      name: "corral_router_queue_rejections_total",
+      help: "Requests refused (429) because their key already had --queue-per-key requests waiting for a saturated model",
+      labelNames: ["model"] as const,
+      registers,
+    }),
+    keyRequests: new Counter({
+      name: "corral_router_key_requests_total",
+      help: "Requests by key name (never the key; clients without a key are not counted here) and status code",
+      labelNames: ["key", "status"] as const,
+      registers,
+    }),
+    keyTokens: new Counter({
+      name: "corral_router_key_tokens_total",
+      help: "Tokens counted against each key's budgets, by kind (prompt, completion), streams included",
+      labelNames: ["key", "kind"] as const,
+      registers,
+    }),
+    budgetRejections: new Counter({
+      name: "corral_router_token_budget_rejections_total",
+      help: "Requests refused because a key's token budget was spent, by key and window (minute, day)",
+      labelNames: ["key", "window"] as const,
+      registers,
+    }),
+    keyReloads: new Counter({
+      name: "corral_router_key_reloads_total",
+      help: "Reloads of the key files after they changed, by result (success, failure: the keys in force stay)",
+      labelNames: ["result"] as const,
+      registers,
+    }),
     tokens: new Counter({
       name: "corral_router_tokens_total",
       help: "Tokens reported in the usage of answers that carry one, by kind (prompt, completion)",

@@ -63,6 +63,14 @@ export interface RateLimitDecision {
   resetSeconds: number;
   /** Where the decision was made. */
   store: "redis" | "memory";
+  /** The settings it was made with (the router's, or a key's own). */
+  settings: RateLimitSettings;
+}
+
+/** One bucket shape (capacity and fill time): its Redis limiter and its in-memory stand-in. */
+interface BucketStore {
+  memory: TokenBucketMemory;
+  redis: RateLimiterRedis | undefined;
 }
 
 /**
@@ -162,8 +170,8 @@ export interface RateLimiterHooks {
  * connection is up.
  */
 export class RateLimiter {
-  private readonly memory: TokenBucketMemory;
-  private readonly redisLimiter: RateLimiterRedis | undefined;
+  /** By bucket shape: the router's settings, and each distinct shape keys ask for. */
+  private readonly stores = new Map<string, BucketStore>();
   /** The breaker: open while Redis is not answering (checks are then kept in memory). */
   private open = false;
   private probing = false;
@@ -176,21 +184,8 @@ export class RateLimiter {
     private readonly redis: Redis | undefined,
     private readonly hooks: RateLimiterHooks,
   ) {
-    const tau = (settings.burst * settings.duration) / settings.points;
-    const keyPrefix = settings.keyPrefix ?? "corral:rl";
-    this.memory = new TokenBucketMemory({ points: settings.burst, duration: tau, keyPrefix });
     this.probeTimeoutMs = hooks.probeTimeoutMs ?? 500;
     if (redis) {
-      this.redisLimiter = new RateLimiterRedis({
-        storeClient: redis,
-        points: settings.burst,
-        duration: tau,
-        keyPrefix,
-        customIncrTtlLuaScript: GCRA_LUA,
-        // Fail over to memory at once when the connection is down instead of queueing commands.
-        rejectIfRedisNotReady: true,
-        insuranceLimiter: this.memory,
-      });
       // Not reachable at start-up (run() has said so): memory until a PING is answered, quietly.
       this.open = redis.status !== "ready";
       redis.on("ready", () => void this.probe());
@@ -210,8 +205,42 @@ export class RateLimiter {
     return this.settings.burst;
   }
 
-  async check(key: string): Promise<RateLimitDecision> {
-    const limiter = this.redisLimiter && !this.open ? this.redisLimiter : this.memory;
+  /** True while checks go to Redis (shared by the replicas): other shared counters follow the same breaker. */
+  get redisUp(): boolean {
+    return this.mode === "redis";
+  }
+
+  /** The stores of one bucket shape, made on first use (keys with their own rate share them by shape). */
+  private store(settings: RateLimitSettings): BucketStore {
+    const tau = (settings.burst * settings.duration) / settings.points;
+    const id = `${settings.burst}/${tau}`;
+    let store = this.stores.get(id);
+    if (store) return store;
+    // The router's own shape keeps its historical key prefix; other shapes get theirs, so that a
+    // key whose rate changes starts a fresh bucket rather than reading one of another shape.
+    const keyPrefix = (settings.keyPrefix ?? "corral:rl") + (this.stores.size === 0 ? "" : `:${id}`);
+    const memory = new TokenBucketMemory({ points: settings.burst, duration: tau, keyPrefix });
+    const redisLimiter = this.redis
+      ? new RateLimiterRedis({
+          storeClient: this.redis,
+          points: settings.burst,
+          duration: tau,
+          keyPrefix,
+          customIncrTtlLuaScript: GCRA_LUA,
+          // Fail over to memory at once when the connection is down instead of queueing commands.
+          rejectIfRedisNotReady: true,
+          insuranceLimiter: memory,
+        })
+      : undefined;
+    store = { memory, redis: redisLimiter };
+    this.stores.set(id, store);
+    return store;
+  }
+
+  /** One request of `key`, with the router's settings or the key's own. */
+  async check(key: string, settings: RateLimitSettings = this.settings): Promise<RateLimitDecision> {
+    const { memory, redis: redisLimiter } = this.store(settings);
+    const limiter = redisLimiter && !this.open ? redisLimiter : memory;
     const options: CheckOptions = {};
     let result: RateLimiterRes;
     let allowed = true;
@@ -221,22 +250,23 @@ export class RateLimiter {
       if (!(rejection instanceof RateLimiterRes)) {
         // Redis failed and so did the insurance (cannot happen with the memory limiter): let it through.
         this.hooks.logger.error({ err: rejection }, "rate limit check failed; request allowed");
-        return { allowed: true, limit: this.limit, remaining: this.limit, resetSeconds: 0, store: "memory" };
+        return { allowed: true, limit: settings.burst, remaining: settings.burst, resetSeconds: 0, store: "memory", settings };
       }
       result = rejection;
       allowed = false;
     }
-    const store = this.redisLimiter && !options.answeredInMemory ? "redis" : "memory";
-    if (this.redisLimiter && options.answeredInMemory) {
+    const store = redisLimiter && !options.answeredInMemory ? "redis" : "memory";
+    if (redisLimiter && options.answeredInMemory) {
       this.hooks.onFallback?.();
-      if (limiter === this.redisLimiter) this.trip({ redisStatus: this.redis?.status }, "a rate-limit check failed");
+      if (limiter === redisLimiter) this.trip({ redisStatus: this.redis?.status }, "a rate-limit check failed");
     }
     return {
       allowed,
-      limit: this.limit,
+      limit: settings.burst,
       remaining: allowed ? result.remainingPoints : 0,
       resetSeconds: Math.max(0, Math.ceil(result.msBeforeNext / 1000)),
       store,
+      settings,
     };
   }
 
@@ -280,7 +310,8 @@ export class RateLimiter {
 
   /** The `RateLimit-*` headers (IETF draft 6 names) and, when refused, `Retry-After`. */
   headers(decision: RateLimitDecision): Record<string, string> {
-    const window = Math.round((this.settings.burst * this.settings.duration) / this.settings.points);
+    const { burst, duration, points } = decision.settings;
+    const window = Math.round((burst * duration) / points);
     const headers: Record<string, string> = {
       "ratelimit-limit": String(decision.limit),
       "ratelimit-remaining": String(decision.remaining),

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { HttpError } from "../common/errors.js";
+import type { Tenant } from "./tenants.js";
 
 /** Per-request bookkeeping shared by the hooks and the routes (logs, metrics, forwarding). */
 export interface RequestContext {
@@ -10,6 +11,8 @@ export interface RequestContext {
   /** The body's bytes as sent: validated here, forwarded to the runtime unchanged. */
   rawBody: Buffer | undefined;
   clientGone: AbortController | undefined;
+  /** Who asked (set by the guard): the key's tenant, or an anonymous one named by the address. */
+  tenant?: Tenant;
 }
 
 const contexts = new WeakMap<FastifyRequest, RequestContext>();

@@ -5,7 +5,8 @@ import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
 import { routerApp } from "./app.js";
 import { AuthFailureLimiter } from "./auth-limiter.js";
-import { ApiKeys } from "./auth.js";
+import { KeyStore } from "./tenants.js";
+import { TokenBudgets } from "./token-budget.js";
 import { KubeClient, loadKubeConfig, podNamespace } from "../common/kube/client.js";
 import { KubernetesBackend } from "./backends/kubernetes.js";
 import { LocalBackend, type LocalTiming } from "./backends/local.js";
@@ -129,9 +130,12 @@ export function isLoopback(host: string): boolean {
   return bare === "localhost" || bare === "::1" || /^127\.\d+\.\d+\.\d+$/.test(bare) || bare === "::ffff:127.0.0.1";
 }
 
-/** The rate limiter and the failed-authentication limiter, kept in Redis when one is configured (in memory while it is down). */
+/**
+ * The rate limiter, the failed-authentication limiter and the token budgets, kept in Redis when
+ * one is configured (in memory while it is down).
+ */
 async function createLimiters(config: RouterConfig, keysRequired: boolean, metrics: RouterMetrics, logger: Logger) {
-  const redis = config.redisUrl && config.rateLimitPoints > 0 ? await connectRedis(config.redisUrl, logger) : undefined;
+  const redis = config.redisUrl ? await connectRedis(config.redisUrl, logger) : undefined;
   const limiter =
     config.rateLimitPoints > 0
       ? new RateLimiter({ points: config.rateLimitPoints, duration: config.rateLimitDuration, burst: config.rateLimitBurst }, redis, {
@@ -143,7 +147,10 @@ async function createLimiters(config: RouterConfig, keysRequired: boolean, metri
     keysRequired && config.authFailureLimit > 0
       ? new AuthFailureLimiter({ failures: config.authFailureLimit, windowSeconds: config.authFailureWindowSeconds }, redis, () => limiter?.mode === "redis")
       : undefined;
-  return { redis, limiter, authLimiter };
+  // Without a rate limiter there is no breaker: budgets use Redis while its connection is up.
+  const redisUp = () => (limiter ? limiter.redisUp : redis?.status === "ready");
+  const budgets = new TokenBudgets(redis, redisUp, logger.child({ component: "token-budgets" }));
+  return { redis, limiter, authLimiter, budgets };
 }
 
 /** What the close sequence stops, in order. */
@@ -188,15 +195,21 @@ async function drainAndClose({ config, logger, lifecycle, app, metricsServer, pr
 /** Wires the router: config -> backend, limiter, proxy, app -> listening. */
 export async function run(config: RouterConfig, options: RunOptions = {}): Promise<RouterHandle> {
   const logger = options.logger ?? createLogger({ name: "corral-router", level: config.logLevel });
-  const apiKeys = ApiKeys.load({ file: config.apiKeysFile, keys: config.apiKeys });
-  const adminKeys = ApiKeys.load({ file: config.adminApiKeysFile, keys: config.adminApiKeys, what: "admin keys" });
-  const backend = options.backend ?? createBackend(config, logger, options);
   const metrics = createRouterMetrics();
-  const { redis, limiter, authLimiter } = await createLimiters(config, apiKeys.enabled || adminKeys.enabled, metrics, logger);
+  const keys = new KeyStore(
+    { keysFile: config.keysFile, apiKeysFile: config.apiKeysFile, apiKeys: config.apiKeys, adminKeysFile: config.adminApiKeysFile, adminKeys: config.adminApiKeys },
+    { logger: logger.child({ component: "keys" }), onReload: (result) => metrics.keyReloads.inc({ result }) },
+  );
+  const backend = options.backend ?? createBackend(config, logger, options);
+  const { redis, limiter, authLimiter, budgets } = await createLimiters(config, keys.current.enabled, metrics, logger);
   const balancer = new Balancer(backend, {
     strategy: config.routing,
     loadFactor: config.routingLoadFactor,
     onPrefixPick: (outcome) => metrics.prefixPicks.inc({ outcome }),
+    endpointQueue: config.endpointQueue,
+    queuePerKey: config.queuePerKey,
+    onQueueWait: (model, seconds) => metrics.queueWait.observe({ model }, seconds),
+    onQueueReject: (model) => metrics.queueRejections.inc({ model }),
   });
   const proxy = new UpstreamProxy(balancer, metrics, config.readyWaitSeconds * 1000);
   const lifecycle = { closing: false, inFlight: new InFlight() };
@@ -209,11 +222,12 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
       forceCloseConnections: "idle",
     },
   );
-  await app.register(routerApp, { config, backend, balancer, limiter, apiKeys, adminKeys, authLimiter, metrics, proxy, version: VERSION, lifecycle });
+  await app.register(routerApp, { config, backend, balancer, limiter, keys, budgets, authLimiter, metrics, proxy, version: VERSION, lifecycle });
   const metricsServer =
     config.metricsPort > 0 ? createHttpServer({ logger, bodyLimitBytes: 1024, requestTimeoutSeconds: config.requestTimeoutSeconds }, { return503OnClosing: false, forceCloseConnections: true }) : undefined;
   await metricsServer?.register(metricsApp, { metrics, limiter });
 
+  keys.watch();
   await backend.start();
   try {
     await app.listen({ host: config.host, port: config.port });
@@ -221,6 +235,7 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
   } catch (error) {
     await app.close();
     await backend.close();
+    keys.close();
     redis?.disconnect();
     throw error;
   }
@@ -229,18 +244,21 @@ export async function run(config: RouterConfig, options: RunOptions = {}): Promi
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   const metricsUrl = metricsServer ? `http://${host.includes(":") ? `[${host}]` : host}:${config.metricsPort}` : undefined;
-  if (config.backend === "local" && !isLoopback(config.host) && !apiKeys.enabled) {
+  if (config.backend === "local" && !isLoopback(config.host) && (!keys.current.enabled || keys.current.adminOnly)) {
     logger.warn(
       { host: config.host },
       `listening on ${config.host} without API keys: other machines can use this server; set --api-keys-file (CORRAL_API_KEYS_FILE) or --host 127.0.0.1`,
     );
   }
   logger.info(
-    { url, metricsUrl, backend: backend.kind, auth: apiKeys.enabled, adminKeys: adminKeys.enabled, rateLimit: limiter ? `${config.rateLimitPoints}/${config.rateLimitDuration}s burst ${config.rateLimitBurst} (${limiter.mode})` : "off" },
+    { url, metricsUrl, backend: backend.kind, keys: keys.current.count, rateLimit: limiter ? `${config.rateLimitPoints}/${config.rateLimitDuration}s burst ${config.rateLimitBurst} (${limiter.mode})` : "off" },
     "router listening",
   );
 
-  const stop = () => drainAndClose({ config, logger, lifecycle, app, metricsServer, proxy, backend, redis });
+  const stop = () => {
+    keys.close();
+    return drainAndClose({ config, logger, lifecycle, app, metricsServer, proxy, backend, redis });
+  };
   let closing: Promise<void> | undefined;
   return { url, port, metricsUrl, app, backend, limiter, metrics, logger, close: () => (closing ??= stop()) };
 }

@@ -166,6 +166,18 @@ export const ModelConditionSchema = Type.Object({
   message: Type.String(),
 });
 
+export const MODEL_PROGRESS_STAGES = ["scheduling", "downloading", "loading"] as const;
+export type ModelProgressStage = (typeof MODEL_PROGRESS_STAGES)[number];
+
+/** How far a starting Model is (status.progress): absent once it is ready, at zero or failed. */
+export const ModelProgressSchema = Type.Object({
+  stage: Type.Enum([...MODEL_PROGRESS_STAGES]),
+  fraction: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+  bytesDone: Type.Optional(Type.Integer({ minimum: 0 })),
+  bytesTotal: Type.Optional(Type.Integer({ minimum: 0 })),
+});
+export type ModelProgress = Static<typeof ModelProgressSchema>;
+
 export const ModelStatusSchema = Type.Object({
   phase: Type.Optional(Type.Enum([...MODEL_PHASES])),
   modelId: Type.Optional(Type.String()),
@@ -176,6 +188,7 @@ export const ModelStatusSchema = Type.Object({
   selector: Type.Optional(Type.String()),
   observedGeneration: Type.Optional(Type.Integer()),
   conditions: Type.Optional(Type.Array(ModelConditionSchema)),
+  progress: Type.Optional(ModelProgressSchema),
 });
 export type ModelStatus = Static<typeof ModelStatusSchema>;
 

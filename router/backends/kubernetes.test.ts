@@ -12,8 +12,10 @@ import { MODELS, type Model } from "../../common/kube/model-resource.js";
 import { installCrd, realKube } from "../../test/kube/cluster.js";
 import { startFaultProxy, type FaultProxy } from "../../test/kube/fault-proxy.js";
 import { setPodReady } from "../../test/kube/kubelet-status.js";
+import { testRouterConfig } from "../../test/helpers/config.js";
 import { waitFor } from "../../test/helpers/wait.js";
-import { KubernetesBackend, podEndpoint } from "./kubernetes.js";
+import { run } from "../run.js";
+import { KubernetesBackend, STATE_KEY, podEndpoint } from "./kubernetes.js";
 import { ModelStartError } from "./types.js";
 
 const kube = realKube();
@@ -112,7 +114,7 @@ describe.skipIf(!kube)("KubernetesBackend", () => {
     await pod(ns, "tiny", "tiny-2", 9002, "10.0.0.2");
     await ready1();
     await waitFor(() => b.readyEndpoints("tiny").length === 1);
-    expect(b.readyEndpoints("tiny")).toEqual([{ id: "tiny-1", url: "http://10.0.0.1:9001" }]);
+    expect(b.readyEndpoints("tiny")).toEqual([{ id: "tiny-1", url: "http://10.0.0.1:9001", capacity: 4 }]);
     expect(b.status("tiny")).toMatchObject({ state: "ready", endpoints: [{ id: "tiny-1" }] });
     await ready1(false);
     await waitFor(() => b.readyEndpoints("tiny").length === 0, { message: "a pod that is not ready stayed an endpoint" });
@@ -134,6 +136,38 @@ describe.skipIf(!kube)("KubernetesBackend", () => {
     await setStatus(ns, "m", { phase: "Failed", conditions: [{ type: "Ready", status: "False", reason: "ModelLoadFailed", message: "not a GGUF file", lastTransitionTime: "2025-01-01T00:00:00Z" }] });
     await waitFor(() => b.status("m").state === "failed");
     expect(b.status("nope").state).toBe("not_loaded");
+  });
+
+  it("shows the operator's status.progress as local mode does: download bytes while downloading, in /models/current too", async () => {
+    const ns = await namespace();
+    await model(ns, "m");
+    await client.create<ConfigMap>(RESOURCES.configMaps, ns, { apiVersion: "v1", kind: "ConfigMap", metadata: { name: "corral-router", namespace: ns }, data: { [STATE_KEY]: "m" } });
+    const b = new KubernetesBackend({ client: new KubeClient(proxy.kubeConfig), namespace: ns, logger: pino({ level: "silent" }) });
+    const router = await run(testRouterConfig({ rateLimitPoints: 0 }), { backend: b });
+    try {
+      const current = async () => (await (await fetch(`${router.url}/models/current`)).json()) as Record<string, unknown>;
+      await setStatus(ns, "m", { phase: "Pending", progress: { stage: "scheduling" } });
+      await waitFor(() => b.status("m").state === "starting");
+      expect(b.status("m").progress).toBeNull();
+
+      await setStatus(ns, "m", { phase: "Downloading", progress: { stage: "downloading", fraction: 0.42, bytesDone: 420_000, bytesTotal: 1_000_000 } });
+      await waitFor(() => b.status("m").state === "downloading");
+      expect(b.status("m").progress).toEqual({ bytes_done: 420_000, bytes_total: 1_000_000 });
+      expect(await current()).toMatchObject({ model_id: "m", current: true, state: "downloading", progress: { bytes_done: 420_000, bytes_total: 1_000_000 } });
+
+      // A source without a known size: the total is null, as the local backend reports it.
+      await setStatus(ns, "m", { progress: { stage: "downloading", bytesDone: 3 * 1024 * 1024, bytesTotal: null } });
+      await waitFor(() => b.status("m").progress?.bytes_total === null);
+      expect(b.status("m").progress).toEqual({ bytes_done: 3 * 1024 * 1024, bytes_total: null });
+
+      // Loading and ready: no download progress, as in local mode.
+      await setStatus(ns, "m", { phase: "Loading", progress: { stage: "loading", fraction: 0.5 } });
+      await waitFor(() => b.status("m").state === "loading");
+      expect(b.status("m").progress).toBeNull();
+      expect(await current()).toMatchObject({ state: "loading", progress: null });
+    } finally {
+      await router.close();
+    }
   });
 
   it("scales a Model from zero once, however many requests wait, and answers when a pod is ready", async () => {

@@ -2,8 +2,9 @@ import type { Logger } from "../../common/logger.js";
 import type { RoutingStrategy } from "../../common/routing.js";
 import { RESOURCES, describeKubeError, isNotFound, type KubeClient } from "../../common/kube/client.js";
 import { Informer } from "../../common/kube/informer.js";
-import { objectKey, type ConfigMap, type KubeObject, type Pod } from "../../common/kube/types.js";
+import { objectKey, type ConfigMap, type Container, type KubeObject, type Pod } from "../../common/kube/types.js";
 import { LABELS, MODELS, RUNTIME_CONTAINER, RUNTIME_PORT_NAME, effectiveReplicas, modelIdOf, type Model } from "../../common/kube/model-resource.js";
+import { RuntimeConfigSchema } from "../../common/runtime-command.js";
 import { ModelStartError, type Backend, type CatalogEntry, type Endpoint, type ModelState, type ModelStatus } from "./types.js";
 
 /**
@@ -51,6 +52,8 @@ export class KubernetesBackend implements Backend {
   private readonly endpoints = new Map<string, Map<string, Endpoint>>();
   /** Model name -> its endpoints as a list, rebuilt when a pod changes: requests read it without copying. */
   private readonly endpointLists = new Map<string, readonly Endpoint[]>();
+  /** Told a model's id when its endpoint list is rebuilt (the balancer: Backend.watchEndpoints). */
+  private endpointsListener: ((modelId: string) => void) | undefined;
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly scaling = new Map<string, Promise<void>>();
   /** Model key -> the Model's resourceVersion when this replica scaled it up (not again until the cache moves on). */
@@ -162,7 +165,17 @@ export class KubernetesBackend implements Backend {
       }
     }
     const message = state === "ready" || state === "not_loaded" ? null : (ready?.message ?? null);
-    return { model_id: modelId, state, progress: null, message, endpoints };
+    return { model_id: modelId, state, progress: state === "downloading" ? KubernetesBackend.downloadProgressOf(model) : null, message, endpoints };
+  }
+
+  /**
+   * A downloading Model's status.progress (written by the operator from the pods' /info) in the
+   * shape the local backend reports: bytes done and total; null before the operator has seen any.
+   */
+  private static downloadProgressOf(model: Model): ModelStatus["progress"] {
+    const progress = model.status?.progress;
+    if (progress?.stage !== "downloading") return null;
+    return { bytes_done: progress.bytesDone ?? 0, bytes_total: progress.bytesTotal ?? null };
   }
 
   async ensureReady(modelId: string, signal: AbortSignal): Promise<void> {
@@ -199,6 +212,11 @@ export class KubernetesBackend implements Backend {
 
   /** Nothing to re-check: the pod informer sees a pod that stops being Ready (the balancer meanwhile leaves it out). */
   reportFailure(): void {}
+
+  /** Given once by the balancer (Backend.watchEndpoints): a model's endpoints changed. */
+  watchEndpoints(listener: (modelId: string) => void): void {
+    this.endpointsListener = listener;
+  }
 
   // ---------------------------------------------------------------------------------------------
 
@@ -252,6 +270,9 @@ export class KubernetesBackend implements Backend {
     const list = this.endpoints.get(model);
     if (list) this.endpointLists.set(model, [...list.values()]);
     else this.endpointLists.delete(model);
+    // Requests queued for a saturated model take a new pod at once (the balancer's watch).
+    const resource = this.models.get(this.options.namespace, model);
+    if (resource) this.endpointsListener?.(modelIdOf(resource));
   }
 
   /** Requests wait for it, or this replica scaled it up and the cache has not caught up yet. */
@@ -380,5 +401,24 @@ export function podEndpoint(pod: Pod): Endpoint | undefined {
   const container = pod.spec?.containers?.find((c) => c.name === RUNTIME_CONTAINER) ?? pod.spec?.containers?.[0];
   const port = container?.ports?.find((p) => p.name === RUNTIME_PORT_NAME)?.containerPort ?? container?.ports?.[0]?.containerPort ?? 8080;
   const ip = pod.status.podIP;
-  return { id: pod.metadata.name, url: `http://${ip.includes(":") ? `[${ip}]` : ip}:${port}` };
+  return { id: pod.metadata.name, url: `http://${ip.includes(":") ? `[${ip}]` : ip}:${port}`, capacity: parallelOf(container) };
+}
+
+/** The runtime's own --parallel default, for a pod whose command line sets none. */
+const DEFAULT_PARALLEL = (RuntimeConfigSchema.properties.parallel as { default?: number }).default ?? 4;
+
+/** The runtime container's parallel sequences: its `--parallel <n>` (or `--parallel=<n>`) argument, else the runtime's default. */
+function parallelOf(container: Container | undefined): number {
+  const argv = [...stringsOf(container?.command), ...stringsOf(container?.args)];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = arg === "--parallel" ? argv[i + 1] : arg.startsWith("--parallel=") ? arg.slice("--parallel=".length) : undefined;
+    const parallel = value === undefined ? NaN : Number(value);
+    if (Number.isInteger(parallel) && parallel >= 1) return parallel;
+  }
+  return DEFAULT_PARALLEL;
+}
+
+function stringsOf(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === "string") : [];
 }

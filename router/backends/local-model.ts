@@ -6,7 +6,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { samplingDefaultsJson } from "../../common/api.js";
 import type { Logger } from "../../common/logger.js";
 import { packagePath } from "../../common/package-root.js";
-import { runtimeArgv } from "../../common/runtime-command.js";
+import { RuntimeConfigSchema, runtimeArgv } from "../../common/runtime-command.js";
 import { withRuntimeProcessEnv } from "../../common/runtime-env.js";
 import type { CatalogModel } from "../catalog.js";
 import type { LocalBackendOptions, LocalTiming } from "./local.js";
@@ -53,6 +53,8 @@ const STABLE_AFTER_MS = 30_000;
 const PINO_ERROR_LEVEL = 50;
 /** The most of a plain stderr line kept as a failure reason (a stack trace is not a message). */
 const MAX_STDERR_REASON_CHARS = 500;
+/** The runtime's own --parallel default, for a model and router that set none. */
+const DEFAULT_PARALLEL = (RuntimeConfigSchema.properties.parallel as { default?: number }).default ?? 4;
 
 /** A free loopback port: bind :0, read it, close (the runtime binds it right after). */
 async function freePort(): Promise<number> {
@@ -261,7 +263,7 @@ export class LocalModel {
     this.generation++;
     const args = ["--import", PARENT_WATCH_IMPORT, this.options.runtimeEntry, ...this.runtimeArgs(port)];
     const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"], env: runtimeChildEnv(process.env, process.pid) });
-    const endpoint: Endpoint = { id: `${this.spec.id}#${this.generation}`, url: `http://127.0.0.1:${port}` };
+    const endpoint: Endpoint = { id: `${this.spec.id}#${this.generation}`, url: `http://127.0.0.1:${port}`, capacity: this.parallel };
     this.log.info({ pid: child.pid, port, source: this.spec.source }, "runtime started");
     child.stdin?.on("error", () => undefined);
     const exited = new Promise<void>((resolve) => {
@@ -276,6 +278,11 @@ export class LocalModel {
     });
     this.watchOutput(runtime);
     return runtime;
+  }
+
+  /** The runtime's parallel sequences: the model's, else the router's --parallel, else the runtime's default. */
+  private get parallel(): number {
+    return this.spec.parallel ?? this.options.runtime.parallel ?? DEFAULT_PARALLEL;
   }
 
   /** `runtime` and its flags for this model (the command line after `node <entry>`). */

@@ -17,6 +17,7 @@ export class StaticBackend implements Backend {
   private readonly endpoints = new Map<string, readonly Endpoint[]>();
   private readonly unloaded = new Set<string>();
   private currentId: string | null;
+  private endpointsListener: ((modelId: string) => void) | undefined;
 
   constructor(models: readonly StaticModel[]) {
     this.entries = models.map((model) => ({ model_id: model.modelId, source: model.source ?? model.endpoints[0]?.url ?? "", description: null, size_bytes: null }));
@@ -56,6 +57,12 @@ export class StaticBackend implements Backend {
   /** Replaces a model's endpoints (tests simulate endpoints coming and going). */
   setEndpoints(modelId: string, endpoints: readonly Endpoint[]): void {
     this.endpoints.set(modelId, endpoints);
+    this.endpointsListener?.(modelId);
+  }
+
+  /** Given once by the balancer (Backend.watchEndpoints): requests queued for a model take new endpoints at once. */
+  watchEndpoints(listener: (modelId: string) => void): void {
+    this.endpointsListener = listener;
   }
 
   readyEndpoints(modelId: string): readonly Endpoint[] {

@@ -16,6 +16,12 @@ export interface Endpoint {
   readonly id: string;
   /** Base URL of the runtime, without a trailing slash: `http://127.0.0.1:40123`. */
   readonly url: string;
+  /**
+   * Requests the runtime serves at once (its parallel sequences), when known. The balancer sends
+   * it at most this many plus --endpoint-queue and queues the rest fairly by client key; without
+   * it the endpoint is never considered full.
+   */
+  readonly capacity?: number;
 }
 
 /**
@@ -96,6 +102,12 @@ export interface Backend {
   /** The current model (requests without `model_id` go to it); null when none. */
   current(): string | null;
   status(modelId: string): ModelStatus;
+  /**
+   * Tells the balancer when a model's ready endpoints change, so that requests queued for it take
+   * a new runtime at once rather than at the next release. Optional: without it the queue drains
+   * on releases and new requests only.
+   */
+  watchEndpoints?(listener: (modelId: string) => void): void;
   /** The model's own routing strategy (a Model's spec.routing), overriding the router's; undefined: the router's. */
   routingOf?(modelId: string): RoutingStrategy | undefined;
   /** The endpoints of a model that accept requests now; empty when none. Never waits. */

@@ -57,8 +57,18 @@ export const accounting = fp(
       const route = request.routeOptions.url ?? "not_found";
       const seconds = (performance.now() - context.startedAt) / 1000;
       metrics.requests.inc({ route, method: request.method, status, model: context.model });
+      const tenant = context.tenant;
+      // Keys only: an anonymous client's address would make a label per client.
+      if (tenant && !tenant.anonymous) metrics.keyRequests.inc({ key: tenant.name, status });
       metrics.duration.observe({ route, status, model: context.model }, seconds);
-      const entry = { route, method: request.method, model: context.model || undefined, status: Number(status), durationMs: Math.round(seconds * 10_000) / 10 };
+      const entry = {
+        route,
+        method: request.method,
+        model: context.model || undefined,
+        key: tenant && !tenant.anonymous ? tenant.name : undefined,
+        status: Number(status),
+        durationMs: Math.round(seconds * 10_000) / 10,
+      };
       if (QUIET_ROUTES.has(route) || route.startsWith("/docs")) request.log.debug(entry, "request");
       else request.log.info(entry, "request");
     }

@@ -2,12 +2,12 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import fp from "fastify-plugin";
 import type { App } from "../app.js";
-import type { ApiKeys } from "../auth.js";
+import type { KeyStore } from "../tenants.js";
 
 /** The OpenAPI document of every route registered after it, served at /docs. */
 export const docs = fp(
-  async function docs(app: App, options: { version: string; apiKeys: ApiKeys; adminKeys: ApiKeys }): Promise<void> {
-    const { apiKeys, adminKeys } = options;
+  async function docs(app: App, options: { version: string; keys: KeyStore }): Promise<void> {
+    const tenants = options.keys.current;
     await app.register(swagger, {
       openapi: {
         openapi: "3.0.3",
@@ -18,8 +18,8 @@ export const docs = fp(
             "Corral's public API: text generation with the seed's request shapes, OpenAI-compatible endpoints, and model management. " +
             "Errors answer {\"detail\": \"...\"}. Rate limit: a token bucket per client (see RateLimit-* headers).",
         },
-        components: apiKeys.enabled || adminKeys.enabled ? { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } } : {},
-        security: apiKeys.enabled ? [{ bearer: [] }] : [],
+        components: tenants.enabled ? { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } } : {},
+        security: tenants.enabled && !tenants.adminOnly ? [{ bearer: [] }] : [],
       },
     });
     await app.register(swaggerUi, { routePrefix: "/docs", staticCSP: true });

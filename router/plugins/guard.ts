@@ -3,24 +3,24 @@ import fp from "fastify-plugin";
 import { forbidden, serviceUnavailable, tooManyRequests, unauthorized } from "../../common/errors.js";
 import type { App } from "../app.js";
 import type { AuthFailureLimiter } from "../auth-limiter.js";
-import type { ApiKeys } from "../auth.js";
+import { anonymousTenant, GENERATE_ONLY, type KeyStore, type Scope, type Tenant } from "../tenants.js";
+import { contextOf } from "../request-context.js";
 import { RETRY_AFTER_SECONDS } from "../balancer.js";
 import { allowedHostNames, hostName, type RouterConfig } from "../config.js";
 import type { RouterMetrics } from "../metrics.js";
-import type { RateLimiter } from "../ratelimit.js";
+import type { RateLimiter, RateLimitSettings } from "../ratelimit.js";
 import type { RequestCounts } from "./accounting.js";
 
 declare module "fastify" {
   interface FastifyContextConfig {
-    /** Needs an admin key when admin keys are configured. */
-    admin?: boolean;
+    /** The scope a key needs for this route (none: any valid key, or none where keys are off). */
+    scope?: Scope;
   }
 }
 
 export interface GuardOptions {
   config: RouterConfig;
-  apiKeys: ApiKeys;
-  adminKeys: ApiKeys;
+  keys: KeyStore;
   /** Undefined: no lockout after failed authentication. */
   authLimiter: AuthFailureLimiter | undefined;
   /** Undefined when rate limiting is off. */
@@ -30,6 +30,13 @@ export interface GuardOptions {
   lifecycle: { closing: boolean };
 }
 
+/** The rate limit a key has: its own (0 per minute: none), or the router's. */
+function rateSettings(tenant: Tenant, limiter: RateLimiter): RateLimitSettings | undefined {
+  if (!tenant.requests) return limiter.settings;
+  if (tenant.requests.perMinute <= 0) return undefined;
+  return { points: tenant.requests.perMinute, duration: 60, burst: tenant.requests.burst };
+}
+
 /** Routes without rate limits: probes, scraping, documentation. Only /health is also without auth. */
 function isUnlimited(path: string): boolean {
   return path === "/health" || path === "/metrics" || path === "/docs" || path.startsWith("/docs/");
@@ -37,19 +44,20 @@ function isUnlimited(path: string): boolean {
 
 /**
  * What every request passes before its route runs, in this order: the Host check (DNS
- * rebinding), 503 while the router shuts down, authentication (admin routes need an admin key
- * when there are any) and the client's rate limit.
+ * rebinding), 503 while the router shuts down, authentication (the key's scope must cover the
+ * route's) and the key's rate limit. The request's tenant goes into its context for the routes
+ * (allowed models, token budgets, fair queueing).
  */
 export const guard = fp(
   async function guard(app: App, options: GuardOptions): Promise<void> {
-    const { config, apiKeys, adminKeys, authLimiter, limiter, metrics, counts, lifecycle } = options;
+    const { config, keys, authLimiter, limiter, metrics, counts, lifecycle } = options;
     const allowedHosts = allowedHostNames(config);
 
     /**
-     * The client id of a request's key (401 without a valid one, 403 for an ordinary key on an admin
-     * route). A client address that failed too often is refused (429) before its key is looked at.
+     * The tenant of a request's key (401 without a valid one). A client address that failed too
+     * often is refused (429) before its key is looked at.
      */
-    async function authenticate(request: FastifyRequest, admin: boolean): Promise<string> {
+    async function authenticate(request: FastifyRequest): Promise<Tenant> {
       const address = `ip:${request.ip}`;
       const lockedFor = authLimiter ? await authLimiter.lockedFor(address) : 0;
       if (lockedFor > 0) {
@@ -57,21 +65,23 @@ export const guard = fp(
         throw tooManyRequests(`too many failed authentication attempts; retry in ${lockedFor} s`, lockedFor);
       }
       const header = request.headers.authorization;
-      // Both sets are checked whatever the first answers: the time taken says nothing about the key.
-      const adminId = adminKeys.verify(header);
-      const id = apiKeys.verify(header);
-      if (adminId) return adminId;
-      if (!id) {
+      const tenant = keys.current.verify(header);
+      if (!tenant) {
         metrics.authFailures.inc({ reason: header ? "invalid_key" : "missing_key" });
         // Only presented keys count towards the lockout: a request without one guesses nothing.
         if (header) await authLimiter?.fail(address);
         throw unauthorized(header ? "invalid API key" : "missing API key: send Authorization: Bearer <key>");
       }
-      if (admin) {
-        metrics.authFailures.inc({ reason: "not_admin" });
-        throw forbidden(`${request.routeOptions.url} needs an admin key`);
-      }
-      return id;
+      return tenant;
+    }
+
+    /** Who is asking: a key's tenant, or an anonymous one where the route needs no key. */
+    async function identify(request: FastifyRequest, scope: Scope | undefined): Promise<Tenant> {
+      const tenants = keys.current;
+      if (!tenants.enabled) return anonymousTenant(request.ip);
+      // With only admin keys, what needs no more than generate stays open (a key is still checked when sent).
+      const open = tenants.adminOnly && (scope === undefined || scope === "generate") && request.headers.authorization === undefined;
+      return open ? anonymousTenant(request.ip, GENERATE_ONLY) : await authenticate(request);
     }
 
     app.addHook("onRequest", async (request, reply) => {
@@ -86,16 +96,23 @@ export const guard = fp(
       }
       const path = request.url.split("?", 1)[0]!;
       if (path === "/health") return;
-      const admin = adminKeys.enabled && request.routeOptions.config?.admin === true;
-      const client = apiKeys.enabled || admin ? await authenticate(request, admin) : `ip:${request.ip}`;
+      const scope = request.routeOptions.config?.scope;
+      const tenant = await identify(request, scope);
+      if (scope && !tenant.scopes.has(scope)) {
+        metrics.authFailures.inc({ reason: "scope" });
+        throw forbidden(`key "${tenant.name}" may not call ${request.routeOptions.url}: it needs the ${scope} scope`);
+      }
+      contextOf(request).tenant = tenant;
       if (isUnlimited(path) || !limiter) return;
-      const decision = await limiter.check(client);
+      const settings = rateSettings(tenant, limiter);
+      if (!settings) return;
+      const decision = await limiter.check(tenant.name, settings);
       reply.headers(limiter.headers(decision));
       if (!decision.allowed) {
         metrics.rateLimitRejections.inc();
         counts.rateLimited++;
         throw tooManyRequests(
-          `rate limit exceeded: ${config.rateLimitPoints} requests per ${config.rateLimitDuration} s with bursts of ${config.rateLimitBurst}; retry in ${decision.resetSeconds} s`,
+          `rate limit exceeded: ${settings.points} requests per ${settings.duration} s with bursts of ${settings.burst}; retry in ${decision.resetSeconds} s`,
           decision.resetSeconds,
         );
       }

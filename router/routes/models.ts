@@ -8,11 +8,14 @@ import { CLIENT_CLOSED, clientGoneSignal, contextOf } from "../request-context.j
 import type { RuntimeInfoCache } from "../runtime-info.js";
 import { AvailableModels, ModelInfo, UnloadResponse } from "../schemas.js";
 import { errors, unknownModel } from "./responses.js";
+import { checkModelAccess, modelFilter } from "./access.js";
+import type { KeyStore } from "../tenants.js";
 
 export interface ModelRouteOptions {
   config: RouterConfig;
   backend: Backend;
   runtimeInfo: RuntimeInfoCache;
+  keys: KeyStore;
 }
 
 /** How old a runtime's /info may be in a model's description (its size, context and defaults do not change while it runs). */
@@ -20,7 +23,7 @@ const MODEL_INFO_MAX_AGE_MS = 60_000;
 
 /** Model management: load (and make current), the current model, what can be loaded, unload. */
 export const modelRoutes: FastifyPluginAsyncTypebox<ModelRouteOptions> = async (app, options) => {
-  const { config, backend, runtimeInfo } = options;
+  const { config, backend, runtimeInfo, keys } = options;
   const tags = ["models"];
 
   async function modelInfo(modelId: string | null) {
@@ -70,11 +73,12 @@ export const modelRoutes: FastifyPluginAsyncTypebox<ModelRouteOptions> = async (
         body: LoadModelRequest,
         response: { 200: ModelInfo, ...errors(400, 401, 403, 404, 413, 415, 429, 503, 504) },
       },
-      config: { admin: true },
+      config: { scope: "models:manage" },
     },
     async (request, reply) => {
       const modelId = request.body.model_id;
       if (!backend.lookup(modelId)) throw unknownModel(modelId);
+      checkModelAccess(keys, request, modelId);
       contextOf(request).model = modelId;
       const timeout = AbortSignal.timeout(config.loadTimeoutSeconds * 1000);
       const clientGone = clientGoneSignal(request, reply);
@@ -99,11 +103,12 @@ export const modelRoutes: FastifyPluginAsyncTypebox<ModelRouteOptions> = async (
   app.get(
     "/models/available",
     { schema: { summary: "Models that can be loaded, with state, source and size", tags, response: { 200: AvailableModels, ...errors(401, 429) } } },
-    async () => {
+    async (request) => {
       const current = backend.current();
+      const visible = modelFilter(keys, request);
       return {
         current,
-        models: backend.list().map((entry) => {
+        models: backend.list().filter((entry) => visible(entry.model_id)).map((entry) => {
           const status = backend.status(entry.model_id);
           const measured = status.endpoints[0] ? runtimeInfo.kept(status.endpoints[0])?.size_bytes : undefined;
           return {
@@ -128,7 +133,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox<ModelRouteOptions> = async (
         tags,
         response: { 200: UnloadResponse, ...errors(400, 401, 403, 404, 415, 429) },
       },
-      config: { admin: true },
+      config: { scope: "models:manage" },
     },
     async (request) => {
       const body = request.body as unknown;
@@ -138,6 +143,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox<ModelRouteOptions> = async (
       const modelId = (named as string | null | undefined) ?? backend.current();
       if (modelId === null) throw badRequest("no model is loaded");
       if (!backend.lookup(modelId)) throw unknownModel(modelId);
+      checkModelAccess(keys, request, modelId);
       contextOf(request).model = modelId;
       await backend.unload(modelId);
       return { model_id: modelId, state: backend.status(modelId).state, detail: `model ${modelId} unloaded` };

@@ -6,7 +6,7 @@ import { notFound, type HttpError } from "../../common/errors.js";
 export const errors = (...codes: number[]) => Object.fromEntries(codes.map((code) => [code, ErrorResponse]));
 
 /** What a proxied route may answer besides 200. */
-export const PROXY_ERRORS = errors(400, 401, 404, 413, 415, 429, 503);
+export const PROXY_ERRORS = errors(400, 401, 403, 404, 413, 415, 429, 503);
 
 /** A 200 that is JSON, or an SSE stream when the request asked for one. */
 export function streamable(schema: TSchema, description: string) {

@@ -4,7 +4,8 @@ import type { FastifyReply } from "fastify";
 import Type from "typebox";
 import type { Backend } from "../backends/types.js";
 import type { Balancer } from "../balancer.js";
-import type { ApiKeys } from "../auth.js";
+import type { KeyStore, Tenant } from "../tenants.js";
+import type { TokenBudgets } from "../token-budget.js";
 import type { RouterConfig } from "../config.js";
 import type { RouterMetrics } from "../metrics.js";
 import type { InFlight, RequestCounts } from "../plugins/accounting.js";
@@ -18,7 +19,8 @@ export interface SystemRouteOptions {
   backend: Backend;
   balancer: Balancer;
   limiter: RateLimiter | undefined;
-  apiKeys: ApiKeys;
+  keys: KeyStore;
+  budgets: TokenBudgets;
   metrics: RouterMetrics;
   counts: RequestCounts;
   runtimeInfo: RuntimeInfoCache;
@@ -41,12 +43,12 @@ export const metricsApp: FastifyPluginAsyncTypebox<{ metrics: RouterMetrics; lim
 
 /** Router, host and runtime information, health, and metrics. */
 export const systemRoutes: FastifyPluginAsyncTypebox<SystemRouteOptions> = async (app, options) => {
-  const { config, backend, balancer, limiter, apiKeys, metrics, counts, runtimeInfo, lifecycle, version, startedAt } = options;
+  const { config, backend, balancer, limiter, keys, budgets, metrics, counts, runtimeInfo, lifecycle, version, startedAt } = options;
   const tags = ["system"];
 
   app.get(
     "/system/info",
-    { schema: { summary: "Router, host and runtime information", tags, response: { 200: SystemInfo, ...errors(401, 403, 429) } }, config: { admin: true } },
+    { schema: { summary: "Router, host and runtime information", tags, response: { 200: SystemInfo, ...errors(401, 403, 429) } }, config: { scope: "admin" } },
     async () => {
       const current = backend.current();
       const running = backend.list().filter((entry) => {
@@ -76,7 +78,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<SystemRouteOptions> = async
           node_version: process.version,
           pid: process.pid,
           backend: backend.kind,
-          auth: apiKeys.enabled,
+          auth: keys.current.enabled,
           rate_limit: {
             store: limiter ? limiter.mode : "off",
             points: config.rateLimitPoints,
@@ -134,7 +136,64 @@ export const systemRoutes: FastifyPluginAsyncTypebox<SystemRouteOptions> = async
 
   app.get(
     "/metrics",
-    { schema: { summary: "Prometheus metrics (with API keys: needs one, unless scraped on --metrics-port)", tags, response: { 200: Type.String(), ...errors(401, 429) } } },
+    {
+      schema: { summary: "Prometheus metrics (with API keys: needs a key with the admin scope, unless scraped on --metrics-port)", tags, response: { 200: Type.String(), ...errors(401, 403, 429) } },
+      config: { scope: "admin" },
+    },
     async (_request, reply) => await metricsText(metrics, limiter, reply),
   );
+
+  app.get(
+    "/usage",
+    {
+      schema: {
+        summary: "Each key's limits and use: tokens this minute and today (shared by the router replicas through Redis), and this replica's request and token counts",
+        tags,
+        response: { 200: UsageResponse, ...errors(401, 403, 429) },
+      },
+      config: { scope: "admin" },
+    },
+    async () => ({ keys: await Promise.all(keys.current.list().map((tenant) => keyUsage(tenant, budgets, metrics))) }),
+  );
 };
+
+const WindowUsageSchema = Type.Object({
+  used: Type.Integer(),
+  reserved: Type.Integer({ description: "Tokens held by requests in flight (an upper bound of what they may use)." }),
+  limit: Type.Union([Type.Integer(), Type.Null()]),
+  reset_seconds: Type.Integer(),
+});
+
+const UsageResponse = Type.Object({
+  keys: Type.Array(
+    Type.Object({
+      name: Type.String(),
+      scopes: Type.Array(Type.String()),
+      models: Type.Union([Type.Array(Type.String()), Type.Null()]),
+      weight: Type.Number(),
+      requests_per_minute: Type.Union([Type.Number(), Type.Null()], { description: "The key's own rate; null: the router's." }),
+      tokens: Type.Object({ minute: WindowUsageSchema, day: WindowUsageSchema }),
+      this_router: Type.Object({ requests: Type.Integer(), prompt_tokens: Type.Integer(), completion_tokens: Type.Integer() }),
+    }),
+  ),
+});
+
+async function keyUsage(tenant: Tenant, budgets: TokenBudgets, metrics: RouterMetrics) {
+  const usage = await budgets.usage(tenant);
+  const window = (w: (typeof usage)["minute"]) => ({ used: w.used, reserved: w.reserved, limit: w.limit, reset_seconds: w.resetSeconds });
+  const sum = async (counter: { get(): Promise<{ values: { labels: Record<string, string | number | undefined>; value: number }[] }> }, match: Record<string, string>) =>
+    (await counter.get()).values.filter((v) => Object.entries(match).every(([k, value]) => v.labels[k] === value)).reduce((total, v) => total + v.value, 0);
+  return {
+    name: tenant.name,
+    scopes: [...tenant.scopes],
+    models: tenant.models ? [...tenant.models] : null,
+    weight: tenant.weight,
+    requests_per_minute: tenant.requests?.perMinute ?? null,
+    tokens: { minute: window(usage.minute), day: window(usage.day) },
+    this_router: {
+      requests: await sum(metrics.keyRequests, { key: tenant.name }),
+      prompt_tokens: await sum(metrics.keyTokens, { key: tenant.name, kind: "prompt" }),
+      completion_tokens: await sum(metrics.keyTokens, { key: tenant.name, kind: "completion" }),
+    },
+  };
+}

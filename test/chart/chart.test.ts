@@ -485,6 +485,17 @@ describe.skipIf(!helm)("helm lint and helm template", () => {
       expect(one(existing, "Deployment", ROUTER).spec.template.spec.volumes.find((v: { name: string }) => v.name === "admin-api-keys").secret).toMatchObject({ secretName: "corral-admins", items: [{ key: "keys", path: "keys" }] });
     });
 
+    it("a keys file from a Secret of the user's: mounted as a folder (so Secret updates reach the file and the router reloads it), named by CORRAL_KEYS_FILE", () => {
+      const objects = template({ keys: { existingSecret: "corral-tenants" } });
+      expect(ofKind(objects, "Secret")).toEqual([]);
+      const deployment = one(objects, "Deployment", ROUTER);
+      expect(routerConfigOf(objects).keysFile).toBe("/etc/corral/keys/keys.yaml");
+      expect(deployment.spec.template.spec.volumes.find((v: { name: string }) => v.name === "keys").secret).toMatchObject({ secretName: "corral-tenants", items: [{ key: "keys.yaml", path: "keys.yaml" }] });
+      const mount = container(deployment, "router").volumeMounts.find((m: { name: string }) => m.name === "keys");
+      expect(mount).toEqual({ name: "keys", mountPath: "/etc/corral/keys", readOnly: true });
+      expect(templateError({ keys: { existingSecret: "corral-tenants" }, router: { metricsPort: 0 }, metrics: { serviceMonitor: { enabled: true } } })).toContain("needs router.metricsPort");
+    });
+
     it("no Redis and no keys: in-memory limits and open access", () => {
       const router = routerConfigOf(render("defaults"));
       expect(router.redisUrl).toBeUndefined();

@@ -1,5 +1,6 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { USAGE_HEADER } from "../../common/usage.js";
 
 /** What the fake saw of one request. */
 export interface SeenRequest {
@@ -63,15 +64,18 @@ export class FakeRuntime {
       }
       if (parsed.stream === true) return this.stream(req, res, failure === "midstream");
       if (req.url === "/generate") {
-        return json(res, 200, { response: `${this.name}:${String(parsed.prompt)}`, finish_reason: "stop", usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } });
+        return json(res, 200, { response: `${this.name}:${String(parsed.prompt)}`, finish_reason: "stop", usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } }, {
+          [USAGE_HEADER]: "prompt=3, completion=2",
+        });
       }
-      return json(res, 200, { from: this.name, url: req.url, usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } });
+      return json(res, 200, { from: this.name, url: req.url, usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }, { [USAGE_HEADER]: "prompt=1, completion=1" });
     });
   }
 
   private stream(req: http.IncomingMessage, res: http.ServerResponse, breakMidway: boolean): void {
     this.active++;
-    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
+    // As the runtime does: what the stream used comes as a trailer (the router counts it for budgets).
+    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", trailer: USAGE_HEADER });
     let index = 0;
     let finished = false;
     const finish = () => {
@@ -94,6 +98,7 @@ export class FakeRuntime {
         setTimeout(next, this.eventDelayMs);
         return;
       }
+      res.addTrailers({ [USAGE_HEADER]: `prompt=3, completion=${this.events.length}` });
       res.end("data: [DONE]\n\n");
       finish();
     };
@@ -101,8 +106,8 @@ export class FakeRuntime {
   }
 }
 
-function json(res: http.ServerResponse, status: number, body: unknown): void {
+function json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text) });
   res.end(text);
 }

@@ -146,7 +146,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if and .Values.adminApiKeys.existingSecret .Values.adminApiKeys.keys -}}
 {{- fail "set either adminApiKeys.existingSecret (a Secret of yours) or adminApiKeys.keys (a Secret the chart makes), not both" -}}
 {{- end -}}
-{{- if and .Values.metrics.serviceMonitor.enabled (eq (int .Values.router.metricsPort) 0) (or (include "corral.apiKeysEnabled" .) (include "corral.adminApiKeysEnabled" .)) -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (eq (int .Values.router.metricsPort) 0) (or (include "corral.apiKeysEnabled" .) (include "corral.adminApiKeysEnabled" .) .Values.keys.existingSecret) -}}
 {{- fail "metrics.serviceMonitor with API keys needs router.metricsPort: with keys on, /metrics on the main port needs a key, which Prometheus does not send" -}}
 {{- end -}}
 {{- if and .Values.redis.url (contains "@" .Values.redis.url) -}}
