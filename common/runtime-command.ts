@@ -8,6 +8,9 @@ import type { SettingSpec } from "./config.js";
  * runtimeArgv() from the same ones, so renaming a flag changes both sides at once.
  */
 
+/** Sequences a runtime decodes together when nobody says (--parallel): the router's capacity and the autoscaler's target follow it. */
+export const DEFAULT_PARALLEL = 4;
+
 /** The subcommand that runs the runtime: `corral runtime ...`. */
 export const RUNTIME_COMMAND = "runtime";
 
@@ -22,7 +25,7 @@ export const RuntimeConfigSchema = Type.Object(
     modelDir: Type.Optional(Type.String({ minLength: 1 })),
     host: Type.String({ default: "0.0.0.0" }),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
-    parallel: Type.Integer({ minimum: 1, maximum: 256, default: 4 }),
+    parallel: Type.Integer({ minimum: 1, maximum: 256, default: DEFAULT_PARALLEL }),
     contextSize: Type.Optional(Type.Integer({ minimum: 64 })),
     batchSize: Type.Optional(Type.Integer({ minimum: 1 })),
     threads: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),

@@ -111,6 +111,16 @@ describe("decide", () => {
     expect(history.samples).toEqual([]);
   });
 
+  it("doubles when every pod is full (the routers hold the rest of the demand), but not while pods start", () => {
+    // Two full pods carrying 10 at a target of 4: the load asks for 3, saturation for 4.
+    const history = new LoadHistory(0);
+    expect(decide(history, policy(), 2, { at: 1000, load: 10, starting: false, saturated: true })).toMatchObject({ replicas: 4, reason: "saturated" });
+    // Still starting: what the load says, no doubling on top.
+    expect(decide(new LoadHistory(0), policy(), 2, { at: 1000, load: 10, starting: true, saturated: true })).toMatchObject({ replicas: 3, reason: "load" });
+    expect(decide(new LoadHistory(0), policy({ maxReplicas: 3 }), 2, { at: 1000, load: 10, starting: false, saturated: true }).replicas).toBe(3);
+    expect(describeDecision(2, { replicas: 4, averageLoad: 10, recommended: 4, reason: "saturated" }, policy())).toMatch(/^scaled up from 2 to 4 replicas: every pod is full/);
+  });
+
   it("a fresh history (a new leader) does not scale down until it has covered the delay", () => {
     const history = new LoadHistory(100_000);
     const first = decide(history, policy(), 4, { at: 101_000, load: 0, starting: false });

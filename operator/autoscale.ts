@@ -1,4 +1,4 @@
-import { RuntimeConfigSchema } from "../common/runtime-command.js";
+import { DEFAULT_PARALLEL } from "../common/runtime-command.js";
 import { AUTOSCALING_DEFAULTS, isAutoscaled, type ModelSpec } from "../common/kube/model-resource.js";
 
 /**
@@ -23,9 +23,6 @@ export interface AutoscalePolicy {
   scaleToZeroMs: number;
 }
 
-/** The runtime's own default for --parallel, where the Model does not set spec.parallel. */
-const DEFAULT_PARALLEL = (RuntimeConfigSchema.properties.parallel as { default?: number }).default ?? 4;
-
 /** The Model's autoscaling policy with defaults filled in, or undefined where it is not autoscaled. */
 export function autoscalePolicy(spec: ModelSpec): AutoscalePolicy | undefined {
   if (!isAutoscaled(spec)) return undefined;
@@ -48,6 +45,11 @@ export interface LoadSample {
   load: number | undefined;
   /** Fewer pods are ready than spec.replicas asks for: the Model is starting or scaling up. */
   starting: boolean;
+  /**
+   * Every ready pod is full: all its sequences busy and requests waiting. The routers hold what
+   * does not fit (their fair queues), so the pods' figure is a floor of the demand, not the demand.
+   */
+  saturated?: boolean;
 }
 
 /** What the autoscaler remembers of one Model (per leader: a new leader starts afresh). */
@@ -73,7 +75,7 @@ export class LoadHistory {
   }
 }
 
-export type ScaleReason = "load" | "idle" | "bounds" | "steady";
+export type ScaleReason = "load" | "saturated" | "idle" | "bounds" | "steady";
 
 export interface Decision {
   /** What spec.replicas should be. */
@@ -100,8 +102,12 @@ export function decide(history: LoadHistory, policy: AutoscalePolicy, current: n
   dropBefore(history.samples, at - policy.windowMs);
   if (sample.load !== 0 || sample.starting) history.lastBusyAt = at;
   const averageLoad = history.samples.length ? history.samples.reduce((sum, s) => sum + s.load, 0) / history.samples.length : 0;
-  // The epsilon keeps 8.000000001 / 4 from asking for a third pod.
-  const recommended = clamp(Math.ceil(averageLoad / policy.targetLoad - 1e-9), floor, policy.maxReplicas);
+  // The epsilon keeps 8.000000001 / 4 from asking for a third pod. Pods that are all full hide the
+  // rest of the demand in the routers' queues: then at least twice the replicas (as the HPA's
+  // default scale-up policy allows), but not while pods are still starting, or it would run away.
+  const fromLoad = Math.ceil(averageLoad / policy.targetLoad - 1e-9);
+  const fromSaturation = sample.saturated && !sample.starting ? 2 * current : 0;
+  const recommended = clamp(Math.max(fromLoad, fromSaturation), floor, policy.maxReplicas);
   history.recommendations.push({ at, replicas: recommended });
   dropBefore(history.recommendations, at - policy.scaleDownDelayMs);
 
@@ -109,7 +115,8 @@ export function decide(history: LoadHistory, policy: AutoscalePolicy, current: n
   if (current < floor) return { replicas: Math.max(floor, recommended), averageLoad, recommended, reason: "bounds" };
   const idleFor = at - history.lastBusyAt;
   if (policy.minReplicas === 0 && idleFor >= policy.scaleToZeroMs) return { replicas: 0, averageLoad, recommended: 0, reason: "idle" };
-  if (recommended >= current) return { replicas: recommended, averageLoad, recommended, reason: recommended > current ? "load" : "steady" };
+  if (recommended > current) return { replicas: recommended, averageLoad, recommended, reason: fromSaturation > fromLoad ? "saturated" : "load" };
+  if (recommended === current) return { replicas: current, averageLoad, recommended, reason: "steady" };
   // Lower: never while pods are starting (their share of the load is not there yet), and only once
   // the whole delay asked for fewer and the history covers the delay.
   if (sample.starting || at - history.since < policy.scaleDownDelayMs) return { replicas: current, averageLoad, recommended, reason: "steady" };

@@ -35,6 +35,13 @@ export interface AutoscalerOptions {
   now?: () => number;
 }
 
+/** What one pod reported. */
+interface PodLoad {
+  load: number;
+  /** Every sequence busy and requests waiting. */
+  full: boolean;
+}
+
 interface Tracked {
   uid: string;
   history: LoadHistory;
@@ -127,15 +134,17 @@ export class Autoscaler {
   }
 
   /** Each pod's load, by pod uid (absent: it did not answer). */
-  private async readLoads(pods: Pod[], signal: AbortSignal): Promise<Map<string, number>> {
-    const loads = new Map<string, number>();
+  private async readLoads(pods: Pod[], signal: AbortSignal): Promise<Map<string, PodLoad>> {
+    const loads = new Map<string, PodLoad>();
     let next = 0;
     const worker = async () => {
       while (next < pods.length && !signal.aborted) {
         const pod = pods[next++];
         try {
           const info = await this.options.probe(podRuntimeUrl(pod, this.options.runtimePort), signal);
-          if (typeof info?.load === "number") loads.set(pod.metadata.uid ?? pod.metadata.name, info.load);
+          if (typeof info?.load === "number") {
+            loads.set(pod.metadata.uid ?? pod.metadata.name, { load: info.load, full: typeof info.parallel === "number" && info.load > info.parallel });
+          }
           else this.options.metrics.autoscalerReadFailures.inc();
         } catch {
           this.options.metrics.autoscalerReadFailures.inc();
@@ -146,7 +155,7 @@ export class Autoscaler {
     return loads;
   }
 
-  private async act(target: Target, loads: Map<string, number>, at: number): Promise<void> {
+  private async act(target: Target, loads: Map<string, PodLoad>, at: number): Promise<void> {
     const { model, policy, current, ready, starting } = target;
     const key = objectKey(model);
     let tracked = this.tracked.get(key);
@@ -166,8 +175,9 @@ export class Autoscaler {
       return;
     }
     tracked.blind = false;
-    const load = ready.length ? answered.reduce((sum, value) => sum + value, 0) : undefined;
-    const decision = decide(tracked.history, policy, current, { at, load, starting });
+    const load = ready.length ? answered.reduce((sum, pod) => sum + pod.load, 0) : undefined;
+    const saturated = answered.length === ready.length && answered.length > 0 && answered.every((pod) => pod.full);
+    const decision = decide(tracked.history, policy, current, { at, load, starting, saturated });
     const labels = { namespace: model.metadata.namespace!, model: model.metadata.name };
     this.options.metrics.autoscalerLoad.set(labels, decision.averageLoad);
     this.options.metrics.autoscalerDesiredReplicas.set(labels, decision.replicas);
@@ -206,6 +216,8 @@ export function describeDecision(current: number, decision: Decision, policy: Au
   switch (decision.reason) {
     case "idle":
       return `scaled to zero from ${current}: no request running or queued for ${seconds(policy.scaleToZeroMs)}; the router starts it again on the next request`;
+    case "saturated":
+      return `scaled up from ${current} to ${decision.replicas} replicas: every pod is full (all sequences busy, requests waiting; the routers hold the rest), ${load}`;
     case "bounds":
       return `scaled from ${current} to ${decision.replicas} replicas to stay within minReplicas ${policy.minReplicas} and maxReplicas ${policy.maxReplicas}`;
     default:

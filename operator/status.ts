@@ -15,6 +15,8 @@ export interface RuntimeInfo {
   progress?: { bytes_done?: number | null; bytes_total?: number | null; load_fraction?: number | null } | null;
   /** Busy sequences plus queued requests: what the autoscaler scales on. */
   load?: number;
+  /** Sequences decoded together: a pod whose load exceeds it is full. */
+  parallel?: number | null;
 }
 
 /** Something wrong that is not in the children's status: an apply the API server refused, a name taken. */

@@ -4,7 +4,7 @@ import { RESOURCES, describeKubeError, isNotFound, type KubeClient } from "../..
 import { Informer } from "../../common/kube/informer.js";
 import { objectKey, type ConfigMap, type Container, type KubeObject, type Pod } from "../../common/kube/types.js";
 import { LABELS, MODELS, RUNTIME_CONTAINER, RUNTIME_PORT_NAME, effectiveReplicas, modelIdOf, type Model } from "../../common/kube/model-resource.js";
-import { RuntimeConfigSchema } from "../../common/runtime-command.js";
+import { DEFAULT_PARALLEL } from "../../common/runtime-command.js";
 import { ModelStartError, type Backend, type CatalogEntry, type Endpoint, type ModelState, type ModelStatus } from "./types.js";
 
 /**
@@ -403,9 +403,6 @@ export function podEndpoint(pod: Pod): Endpoint | undefined {
   const ip = pod.status.podIP;
   return { id: pod.metadata.name, url: `http://${ip.includes(":") ? `[${ip}]` : ip}:${port}`, capacity: parallelOf(container) };
 }
-
-/** The runtime's own --parallel default, for a pod whose command line sets none. */
-const DEFAULT_PARALLEL = (RuntimeConfigSchema.properties.parallel as { default?: number }).default ?? 4;
 
 /** The runtime container's parallel sequences: its `--parallel <n>` (or `--parallel=<n>`) argument, else the runtime's default. */
 function parallelOf(container: Container | undefined): number {

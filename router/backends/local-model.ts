@@ -6,7 +6,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { samplingDefaultsJson } from "../../common/api.js";
 import type { Logger } from "../../common/logger.js";
 import { packagePath } from "../../common/package-root.js";
-import { RuntimeConfigSchema, runtimeArgv } from "../../common/runtime-command.js";
+import { DEFAULT_PARALLEL, runtimeArgv } from "../../common/runtime-command.js";
 import { withRuntimeProcessEnv } from "../../common/runtime-env.js";
 import type { CatalogModel } from "../catalog.js";
 import type { LocalBackendOptions, LocalTiming } from "./local.js";
@@ -53,8 +53,6 @@ const STABLE_AFTER_MS = 30_000;
 const PINO_ERROR_LEVEL = 50;
 /** The most of a plain stderr line kept as a failure reason (a stack trace is not a message). */
 const MAX_STDERR_REASON_CHARS = 500;
-/** The runtime's own --parallel default, for a model and router that set none. */
-const DEFAULT_PARALLEL = (RuntimeConfigSchema.properties.parallel as { default?: number }).default ?? 4;
 
 /** A free loopback port: bind :0, read it, close (the runtime binds it right after). */
 async function freePort(): Promise<number> {
