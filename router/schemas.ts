@@ -12,8 +12,9 @@ export const Progress = Type.Object(
   {
     bytes_done: Type.Integer(),
     bytes_total: Nullable(Type.Integer()),
+    fraction: Nullable(Type.Number({ minimum: 0, maximum: 1, description: "Share of the current stage done: the download's (when its size is known), or the load's." })),
   },
-  { description: "Download progress while the state is downloading." },
+  { description: "Progress while the state is downloading (bytes) or loading (the weights on disk, and the share loaded)." },
 );
 
 /** The defaults a model reports: every knob of common/api.ts's sampling table, in the API's names. */

@@ -138,7 +138,7 @@ describe.skipIf(!kube)("KubernetesBackend", () => {
     expect(b.status("nope").state).toBe("not_loaded");
   });
 
-  it("shows the operator's status.progress as local mode does: download bytes while downloading, in /models/current too", async () => {
+  it("shows the operator's status.progress as local mode does: download bytes while downloading, the share loaded while loading, in /models/current too", async () => {
     const ns = await namespace();
     await model(ns, "m");
     await client.create<ConfigMap>(RESOURCES.configMaps, ns, { apiVersion: "v1", kind: "ConfigMap", metadata: { name: "corral-router", namespace: ns }, data: { [STATE_KEY]: "m" } });
@@ -152,19 +152,19 @@ describe.skipIf(!kube)("KubernetesBackend", () => {
 
       await setStatus(ns, "m", { phase: "Downloading", progress: { stage: "downloading", fraction: 0.42, bytesDone: 420_000, bytesTotal: 1_000_000 } });
       await waitFor(() => b.status("m").state === "downloading");
-      expect(b.status("m").progress).toEqual({ bytes_done: 420_000, bytes_total: 1_000_000 });
-      expect(await current()).toMatchObject({ model_id: "m", current: true, state: "downloading", progress: { bytes_done: 420_000, bytes_total: 1_000_000 } });
+      expect(b.status("m").progress).toEqual({ bytes_done: 420_000, bytes_total: 1_000_000, fraction: 0.42 });
+      expect(await current()).toMatchObject({ model_id: "m", current: true, state: "downloading", progress: { bytes_done: 420_000, bytes_total: 1_000_000, fraction: 0.42 } });
 
       // A source without a known size: the total is null, as the local backend reports it.
       await setStatus(ns, "m", { progress: { stage: "downloading", bytesDone: 3 * 1024 * 1024, bytesTotal: null } });
       await waitFor(() => b.status("m").progress?.bytes_total === null);
-      expect(b.status("m").progress).toEqual({ bytes_done: 3 * 1024 * 1024, bytes_total: null });
+      expect(b.status("m").progress).toEqual({ bytes_done: 3 * 1024 * 1024, bytes_total: null, fraction: null });
 
-      // Loading and ready: no download progress, as in local mode.
+      // Loading: the share loaded, as in local mode.
       await setStatus(ns, "m", { phase: "Loading", progress: { stage: "loading", fraction: 0.5 } });
       await waitFor(() => b.status("m").state === "loading");
-      expect(b.status("m").progress).toBeNull();
-      expect(await current()).toMatchObject({ state: "loading", progress: null });
+      expect(b.status("m").progress).toEqual({ bytes_done: 0, bytes_total: null, fraction: 0.5 });
+      expect(await current()).toMatchObject({ state: "loading", progress: { fraction: 0.5 } });
     } finally {
       await router.close();
     }

@@ -5,7 +5,7 @@ import { Informer } from "../../common/kube/informer.js";
 import { objectKey, type ConfigMap, type Container, type KubeObject, type Pod } from "../../common/kube/types.js";
 import { LABELS, MODELS, RUNTIME_CONTAINER, RUNTIME_PORT_NAME, effectiveReplicas, modelIdOf, type Model } from "../../common/kube/model-resource.js";
 import { DEFAULT_PARALLEL } from "../../common/runtime-command.js";
-import { ModelStartError, type Backend, type CatalogEntry, type Endpoint, type ModelState, type ModelStatus } from "./types.js";
+import { ModelStartError, downloadProgress, type Backend, type CatalogEntry, type Endpoint, type ModelState, type ModelStatus } from "./types.js";
 
 /**
  * The Kubernetes backend (`corral router --backend kubernetes`): the models are the Model
@@ -165,17 +165,19 @@ export class KubernetesBackend implements Backend {
       }
     }
     const message = state === "ready" || state === "not_loaded" ? null : (ready?.message ?? null);
-    return { model_id: modelId, state, progress: state === "downloading" ? KubernetesBackend.downloadProgressOf(model) : null, message, endpoints };
+    return { model_id: modelId, state, progress: KubernetesBackend.progressOf(model, state), message, endpoints };
   }
 
   /**
-   * A downloading Model's status.progress (written by the operator from the pods' /info) in the
-   * shape the local backend reports: bytes done and total; null before the operator has seen any.
+   * A starting Model's status.progress (written by the operator from the pods' /info) in the shape
+   * the local backend reports: bytes done and total while downloading, the share loaded while
+   * loading; null before the operator has seen any.
    */
-  private static downloadProgressOf(model: Model): ModelStatus["progress"] {
+  private static progressOf(model: Model, state: ModelState): ModelStatus["progress"] {
     const progress = model.status?.progress;
-    if (progress?.stage !== "downloading") return null;
-    return { bytes_done: progress.bytesDone ?? 0, bytes_total: progress.bytesTotal ?? null };
+    if (state === "downloading" && progress?.stage === "downloading") return downloadProgress(progress.bytesDone ?? 0, progress.bytesTotal ?? null);
+    if (state === "loading" && progress?.stage === "loading") return { bytes_done: progress.bytesTotal ?? 0, bytes_total: progress.bytesTotal ?? null, fraction: progress.fraction ?? null };
+    return null;
   }
 
   async ensureReady(modelId: string, signal: AbortSignal): Promise<void> {

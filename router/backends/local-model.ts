@@ -12,7 +12,7 @@ import type { CatalogModel } from "../catalog.js";
 import type { LocalBackendOptions, LocalTiming } from "./local.js";
 import { endpointsOf, leave, messageOf, progressOf, publicState, runtimeOf, type LocalModelKind, type LocalModelState, type Runtime } from "./local-state.js";
 import { PARENT_WATCH_ENV } from "./parent-watch.js";
-import { ModelsBusyError, ModelStartError, type Endpoint, type ModelStatus } from "./types.js";
+import { ModelsBusyError, ModelStartError, downloadProgress, type Endpoint, type ModelStatus } from "./types.js";
 
 // One model of the local backend (local.ts) and its `corral runtime` child: spawning it, probing
 // it, restarting it after a crash, stopping it.
@@ -75,7 +75,8 @@ interface Waiter {
 /** The runtime's `/info`, the fields used here. */
 interface RuntimeInfo {
   state?: string;
-  progress?: { bytes_done?: number; bytes_total?: number | null } | null;
+  progress?: { bytes_done?: number; bytes_total?: number | null; load_fraction?: number | null } | null;
+  size_bytes?: number | null;
 }
 
 /** Since the model was last started from scratch (not restarted): what decides restart or `failed`. */
@@ -402,10 +403,12 @@ export class LocalModel {
       if (info.state === "downloading") {
         const progress = info.progress;
         state.phase = "downloading";
-        state.progress = progress ? { bytes_done: progress.bytes_done ?? 0, bytes_total: progress.bytes_total ?? null } : null;
+        state.progress = progress ? downloadProgress(progress.bytes_done ?? 0, progress.bytes_total ?? null) : null;
       } else if (info.state === "loading") {
         state.phase = "loading";
-        state.progress = null;
+        const size = info.size_bytes ?? null;
+        const loaded = info.progress?.load_fraction;
+        state.progress = { bytes_done: size ?? 0, bytes_total: size, fraction: typeof loaded === "number" ? Math.min(1, Math.max(0, loaded)) : null };
       }
     } catch {
       // not listening yet

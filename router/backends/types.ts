@@ -38,12 +38,19 @@ export type ModelState = (typeof MODEL_STATES)[number];
 export interface ModelProgress {
   bytes_done: number;
   bytes_total: number | null;
+  /** Share of the current stage done, 0 to 1: the download's when its size is known, the load's while loading; null when unknown. */
+  fraction: number | null;
+}
+
+/** A download's progress: bytes, and their share when the size is known. */
+export function downloadProgress(done: number, total: number | null): ModelProgress {
+  return { bytes_done: done, bytes_total: total, fraction: total ? Math.min(1, done / total) : null };
 }
 
 export interface ModelStatus {
   model_id: string;
   state: ModelState;
-  /** Download progress while `downloading`, else null. */
+  /** Progress while `downloading` or `loading`, else null. */
   progress: ModelProgress | null;
   /** For people: why the model is not ready (the last error of a failed start), else null. */
   message: string | null;

@@ -86,7 +86,7 @@ export const WAIT_HEARTBEAT_MS = 5000;
 /**
  * What a held request waits for, the text of its SSE comment: `queued 3` (its place in the
  * router's queue), `scheduling` (a runtime is being started or placed), `downloading 42%` (or
- * `downloading 120.5 MiB` without a known size), `loading`, `restarting`.
+ * `downloading 120.5 MiB` without a known size), `loading 80%` (or `loading`), `restarting`.
  */
 export function waitStage(status: ModelStatus, queuePosition: number | undefined): string {
   switch (status.state) {
@@ -104,8 +104,8 @@ export function waitStage(status: ModelStatus, queuePosition: number | undefined
 
 function amountOf(progress: ModelStatus["progress"]): string {
   if (!progress) return "";
-  if (progress.bytes_total) return ` ${Math.min(100, Math.floor((progress.bytes_done / progress.bytes_total) * 100))}%`;
-  return progress.bytes_done > 0 ? ` ${(progress.bytes_done / 1024 / 1024).toFixed(1)} MiB` : "";
+  if (progress.fraction !== null) return ` ${Math.min(100, Math.floor(progress.fraction * 100))}%`;
+  return progress.bytes_done > 0 && progress.bytes_total === null ? ` ${(progress.bytes_done / 1024 / 1024).toFixed(1)} MiB` : "";
 }
 
 /**

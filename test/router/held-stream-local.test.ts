@@ -40,7 +40,7 @@ describe("a stream to a model that is not running", () => {
     expect(raw.startsWith(": ")).toBe(true);
     const comments = [...raw.matchAll(/^: (.*)$/gm)].map((match) => match[1]!);
     expect(comments.length).toBeGreaterThan(0);
-    for (const comment of comments) expect(comment).toMatch(/^(scheduling|downloading( \d+%| [\d.]+ MiB)?|loading|queued( \d+)?)$/);
+    for (const comment of comments) expect(comment).toMatch(/^(scheduling|downloading( \d+%| [\d.]+ MiB)?|loading( \d+%)?|queued( \d+)?)$/);
     expect(raw.lastIndexOf("\n: ")).toBeLessThan(raw.indexOf("data:"));
     // The parser sees only the runtime's events.
     expect(events.every((event) => event.data.length > 0)).toBe(true);

@@ -141,9 +141,9 @@ describe("a streaming request held while its model starts", () => {
     await waitFor(() => body.raw.includes(": scheduling\n\n"), { message: "the scheduling comment" });
 
     backend.state = "downloading";
-    backend.progress = { bytes_done: 420, bytes_total: 1000 };
+    backend.progress = { bytes_done: 420, bytes_total: 1000, fraction: 0.42 };
     await waitFor(() => body.raw.includes(": downloading 42%\n\n"), { message: "the download comment" });
-    backend.progress = { bytes_done: 900, bytes_total: 1000 };
+    backend.progress = { bytes_done: 900, bytes_total: 1000, fraction: 0.9 };
     await waitFor(() => body.raw.includes(": downloading 90%\n\n"), { message: "the download's progress" });
     backend.state = "loading";
     backend.progress = null;
@@ -298,8 +298,10 @@ describe("waitStage", () => {
   it("names the stage, with the download's percentage or size", () => {
     expect(waitStage(status("not_loaded"), undefined)).toBe("scheduling");
     expect(waitStage(status("starting"), undefined)).toBe("scheduling");
-    expect(waitStage(status("downloading", { bytes_done: 42, bytes_total: 100 }), undefined)).toBe("downloading 42%");
-    expect(waitStage(status("downloading", { bytes_done: 5 * 1024 * 1024, bytes_total: null }), undefined)).toBe("downloading 5.0 MiB");
+    expect(waitStage(status("downloading", { bytes_done: 42, bytes_total: 100, fraction: 0.42 }), undefined)).toBe("downloading 42%");
+    expect(waitStage(status("downloading", { bytes_done: 5 * 1024 * 1024, bytes_total: null, fraction: null }), undefined)).toBe("downloading 5.0 MiB");
+    expect(waitStage(status("loading", { bytes_done: 1000, bytes_total: 1000, fraction: 0.8 }), undefined)).toBe("loading 80%");
+    expect(waitStage(status("loading", null), undefined)).toBe("loading");
     expect(waitStage(status("downloading"), undefined)).toBe("downloading");
     expect(waitStage(status("loading"), undefined)).toBe("loading");
     expect(waitStage(status("restarting"), undefined)).toBe("restarting");
