@@ -26,6 +26,7 @@ const KEYS = {
   ops: "sk-ops-0123456789abcdef",
   narrow: "sk-narrow-0123456789abcdef",
   slow: "sk-slow-0123456789abcdef",
+  queued: "sk-queued-0123456789abcdef",
 };
 
 function keysFile(text: string): string {
@@ -50,20 +51,27 @@ keys:
   - name: slow
     key: ${KEYS.slow}
     limits: { requestsPerMinute: 60, burst: 2 }
+  - name: queued
+    key: ${KEYS.queued}
+    maxQueued: 1
 `;
 
-/** Routers in front of fake runtimes of "tiny" and "other", sharing `redisUrl` when given. */
-async function startRouters(file: string, count: number, redisUrl?: string): Promise<RouterHandle[]> {
+/**
+ * Routers in front of fake runtimes of "tiny" and "other", sharing `redisUrl` when given; with
+ * `capacity`, tiny's runtime takes that many requests at once and the router queues the rest.
+ */
+async function startRouters(file: string, count: number, redisUrl?: string, capacity?: number): Promise<RouterHandle[]> {
   const tiny = await new FakeRuntime("tiny").start();
   const other = await new FakeRuntime("other").start();
+  tiny.eventDelayMs = capacity ? 300 : tiny.eventDelayMs;
   cleanups.push(() => tiny.close(), () => other.close());
   const routers: RouterHandle[] = [];
   for (let i = 0; i < count; i++) {
     const backend = new StaticBackend([
-      { modelId: "tiny", endpoints: [{ id: "tiny", url: tiny.url }] },
+      { modelId: "tiny", endpoints: [{ id: "tiny", url: tiny.url, capacity }] },
       { modelId: "other", endpoints: [{ id: "other", url: other.url }] },
     ]);
-    const router = await run(testRouterConfig({ keysFile: file, redisUrl, rateLimitPoints: 6000, rateLimitBurst: 1000 }), { backend });
+    const router = await run(testRouterConfig({ keysFile: file, redisUrl, rateLimitPoints: 6000, rateLimitBurst: 1000, endpointQueue: 0 }), { backend });
     cleanups.push(() => router.close());
     routers.push(router);
   }
@@ -114,6 +122,25 @@ describe("keys with scopes and allowed models", () => {
     expect(refused.headers.get("retry-after")).toBe("1");
     expect(await detail(refused)).toBe("rate limit exceeded: 60 requests per 60 s with bursts of 2; retry in 1 s");
     for (let i = 0; i < 5; i++) expect((await send(KEYS.narrow)).status).toBe(200);
+  });
+
+  it("queue a key's requests for a saturated model up to its maxQueued, and refuse one more with 429, Retry-After and a detail naming the key", async () => {
+    const [router] = await startRouters(keysFile(KEYS_YAML), 1, undefined, 1);
+    // A stream holds tiny's only place for about a second; the next request waits in the queue.
+    const holding = call(router!, "POST", "/generate", KEYS.queued, { model_id: "tiny", prompt: "x", stream: true });
+    await waitFor(async () => (await holding).status === 200, { message: "the stream did not start" });
+    const waiting = call(router!, "POST", "/generate", KEYS.queued, { model_id: "tiny", prompt: "x" });
+    // Give the waiting request time to reach the queue (nothing to observe from outside).
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const refused = await call(router!, "POST", "/generate", KEYS.queued, { model_id: "tiny", prompt: "x" });
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect(await detail(refused)).toBe('too many requests of key "queued" waiting for model tiny (1); retry shortly');
+    // Another key still gets its turn; the waiting request is answered once the stream ends.
+    const other = call(router!, "POST", "/generate", KEYS.narrow, { model_id: "tiny", prompt: "x" });
+    await (await holding).text();
+    expect((await waiting).status).toBe(200);
+    expect((await other).status).toBe(200);
   });
 
   it("are rotated without a restart: a new key works and a removed one gets 401 once the file changes", async () => {
