@@ -90,10 +90,18 @@ function modelPattern(glob: string): RegExp {
   return new RegExp(`^${glob.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\/]/g, "\\$&")).join(".*")}$`);
 }
 
+/** Each tenant's model patterns, compiled once (a request's tenant may outlive a reload). */
+const compiledPatterns = new WeakMap<Tenant, RegExp[]>();
+
+function patternsOf(tenant: Tenant & { models: readonly string[] }): RegExp[] {
+  let patterns = compiledPatterns.get(tenant);
+  if (!patterns) compiledPatterns.set(tenant, (patterns = tenant.models.map(modelPattern)));
+  return patterns;
+}
+
 interface StoredKey {
   digest: Buffer;
   tenant: Tenant;
-  patterns: RegExp[] | null;
 }
 
 export class Tenants {
@@ -134,10 +142,7 @@ export class Tenants {
 
   /** May this tenant use the model? Tenants without keys (anonymous) may use every model. */
   mayUse(tenant: Tenant, modelId: string): boolean {
-    if (tenant.models === null) return true;
-    const stored = this.stored.find((s) => s.tenant === tenant);
-    const patterns = stored?.patterns ?? tenant.models.map(modelPattern);
-    return patterns.some((pattern) => pattern.test(modelId));
+    return tenant.models === null || patternsOf(tenant as Tenant & { models: readonly string[] }).some((pattern) => pattern.test(modelId));
   }
 
   /**
@@ -174,7 +179,7 @@ function plainEntry(key: string, scopes: Scope[]): StoredKey {
   const digest = sha256(key);
   // The name a plain key is known by: a short digest, as the rate limits always used.
   const tenant: Tenant = { name: `key:${digest.toString("hex").slice(0, 16)}`, scopes: new Set(scopes), models: null, weight: 1 };
-  return { digest, tenant, patterns: null };
+  return { digest, tenant };
 }
 
 /** Keys from a file of one key a line (`#` starts a comment) and a list. */
@@ -236,7 +241,7 @@ function storedOf(entry: KeyEntry, where: string): StoredKey {
     weight: entry.weight ?? 1,
     maxQueued: entry.maxQueued,
   };
-  return { digest, tenant, patterns: tenant.models?.map(modelPattern) ?? null };
+  return { digest, tenant };
 }
 
 /** Where the keys come from (the router's settings). */

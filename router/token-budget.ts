@@ -23,6 +23,8 @@ export type BudgetWindow = "minute" | "day";
 const WINDOW_MS: Record<BudgetWindow, number> = { minute: 60_000, day: 86_400_000 };
 /** How long a window's counts are kept after it began (long enough for /usage and late settles). */
 const WINDOW_TTL_SECONDS: Record<BudgetWindow, number> = { minute: 180, day: 2 * 86_400 };
+/** New in-memory windows between sweeps of the expired ones. */
+const MEMORY_SWEEP_EVERY = 1000;
 /** Retry-After when a budget is held by reservations that may settle lower (not spent yet). */
 const RESERVED_RETRY_SECONDS = 2;
 
@@ -84,6 +86,7 @@ type RedisWithBudgets = Redis & {
 
 export class TokenBudgets {
   private readonly memory = new Map<string, { used: number; pending: number; expires: number }>();
+  private created = 0;
   private readonly redis: RedisWithBudgets | undefined;
 
   constructor(
@@ -184,7 +187,8 @@ export class TokenBudgets {
   private entry(key: string, at: number, window: BudgetWindow) {
     let entry = this.memory.get(key);
     if (!entry || entry.expires <= at) {
-      if (this.memory.size > 10_000) for (const [k, e] of this.memory) if (e.expires <= at) this.memory.delete(k);
+      // Expired windows are swept once per so many new ones, never on every request.
+      if (++this.created % MEMORY_SWEEP_EVERY === 0) for (const [k, e] of this.memory) if (e.expires <= at) this.memory.delete(k);
       entry = { used: 0, pending: 0, expires: at + WINDOW_TTL_SECONDS[window] * 1000 };
       this.memory.set(key, entry);
     }

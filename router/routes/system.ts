@@ -2,30 +2,19 @@ import os from "node:os";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import type { FastifyReply } from "fastify";
 import Type from "typebox";
-import type { Backend } from "../backends/types.js";
-import type { Balancer } from "../balancer.js";
-import type { KeyStore, Tenant } from "../tenants.js";
+import type { RouterAppOptions } from "../app.js";
+import type { Tenant } from "../tenants.js";
 import type { TokenBudgets } from "../token-budget.js";
-import type { RouterConfig } from "../config.js";
 import type { RouterMetrics } from "../metrics.js";
-import type { InFlight, RequestCounts } from "../plugins/accounting.js";
+import type { RequestCounts } from "../plugins/accounting.js";
 import type { RateLimiter } from "../ratelimit.js";
 import type { RuntimeInfoCache } from "../runtime-info.js";
 import { HealthResponse, SystemInfo } from "../schemas.js";
 import { errors } from "./responses.js";
 
-export interface SystemRouteOptions {
-  config: RouterConfig;
-  backend: Backend;
-  balancer: Balancer;
-  limiter: RateLimiter | undefined;
-  keys: KeyStore;
-  budgets: TokenBudgets;
-  metrics: RouterMetrics;
+export interface SystemRouteOptions extends Pick<RouterAppOptions, "config" | "backend" | "balancer" | "limiter" | "keys" | "budgets" | "metrics" | "lifecycle" | "version"> {
   counts: RequestCounts;
   runtimeInfo: RuntimeInfoCache;
-  lifecycle: { closing: boolean; inFlight: InFlight };
-  version: string;
   startedAt: Date;
 }
 

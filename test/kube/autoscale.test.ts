@@ -5,9 +5,6 @@
 // after the delay while a client keeps sending, no load takes it to zero, and a request after that
 // starts it again; no request fails on the way. The timeline is printed as a table.
 
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KubeClient, RESOURCES } from "../../common/kube/client.js";
@@ -16,11 +13,10 @@ import type { KubeObject } from "../../common/kube/types.js";
 import { run as runOperator, type OperatorHandle } from "../../operator/run.js";
 import { run as runRouter, type RouterHandle } from "../../router/run.js";
 import { testOperatorConfig, testRouterConfig } from "../helpers/config.js";
-import { CLI, postJson } from "../helpers/runtime.js";
+import { postJson } from "../helpers/runtime.js";
 import { ensureTestModel } from "../helpers/test-models.js";
 import { waitFor } from "../helpers/wait.js";
-import { installCrd, realKube } from "./cluster.js";
-import { startPodRunner, type PodRunner } from "./pod-runner.js";
+import { installCrd, realKube, startModelTestBed, type ModelTestBed } from "./cluster.js";
 
 const kube = realKube();
 
@@ -73,30 +69,15 @@ class Clients {
 describe.skipIf(!kube)("autoscaling on load, with runtimes that really run", () => {
   let client: KubeClient;
   let ns: string;
-  let dir: string;
-  let runner: PodRunner;
+  let bed: ModelTestBed;
   let operator: OperatorHandle;
   let router: RouterHandle;
 
   beforeAll(async () => {
     client = new KubeClient(kube!.kubeConfig);
     await installCrd(client);
-    ns = `autoscale-${Date.now().toString(36)}`;
-    await client.create(RESOURCES.namespaces, undefined, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
-    dir = mkdtempSync(path.join(tmpdir(), "corral-autoscale-"));
-    const modelsDir = path.join(dir, "models");
-    mkdirSync(modelsDir);
-    copyFileSync(await ensureTestModel("bench", "q8_0"), path.join(modelsDir, "bench.gguf"));
-    runner = await startPodRunner({
-      kubeConfig: kube!.kubeConfig,
-      namespaces: [ns],
-      nodeName: `node-${ns}`,
-      claimDir: path.join(kube!.dir, "pod-addresses"),
-      volumes: { claims: { models: modelsDir } },
-      commands: { corral: [process.execPath, CLI] },
-      backoffBaseSeconds: 1,
-      maxProbePeriodSeconds: 1,
-    });
+    bed = await startModelTestBed(kube!, client, "autoscale", { "bench.gguf": await ensureTestModel("bench", "q8_0") });
+    ns = bed.ns;
     const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
     operator = await runOperator(
       testOperatorConfig({ namespaces: [ns], leaseNamespace: ns, image: "corral:test", drainSeconds: 5, autoscaleIntervalSeconds: INTERVAL_SECONDS }),
@@ -111,9 +92,7 @@ describe.skipIf(!kube)("autoscaling on load, with runtimes that really run", () 
   afterAll(async () => {
     await router?.close();
     await operator?.close();
-    await runner?.close();
-    await client?.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined);
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await bed?.close();
   }, 60_000);
 
   it("scales out on a load step, in after the delay with a client still sending, to zero when idle, and starts again; no request fails", async () => {

@@ -6,8 +6,7 @@
 // they would see.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { createWriteStream } from "node:fs";
 import path from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,9 +17,9 @@ import { CLI, postJson } from "../helpers/runtime.js";
 import { ensureTestModel } from "../helpers/test-models.js";
 import { freePort } from "./control-plane.js";
 import { auditEntries, findKubectl, forbidden, installChart, kubectl as adminKubectl, serviceAccountKubeConfig, type ServiceAccountKube } from "./chart.js";
-import { installCrd, realKube } from "./cluster.js";
+import { installCrd, realKube, startModelTestBed, type ModelTestBed } from "./cluster.js";
 import { waitFor } from "../helpers/wait.js";
-import { startPodRunner, type PodRunner } from "./pod-runner.js";
+import type { PodRunner } from "./pod-runner.js";
 
 const kube = realKube();
 const REPLICA_SETS = { group: "apps", version: "v1", plural: "replicasets", kind: "ReplicaSet", namespaced: true };
@@ -56,8 +55,8 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
   let client: KubeClient;
   let ns: string;
   let dir: string;
-  let modelsDir: string;
   let runner: PodRunner;
+  let bed: ModelTestBed;
   const operators: Proc[] = [];
   let router: Proc;
   let routerUrl: string;
@@ -92,14 +91,13 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
   beforeAll(async () => {
     client = new KubeClient(kube!.kubeConfig);
     await installCrd(client);
-    ns = `chain-${Date.now().toString(36)}`;
-    await client.create(RESOURCES.namespaces, undefined, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
-    dir = mkdtempSync(path.join(tmpdir(), "corral-chain-"));
-    // The "models" claim: a folder holding the successor model (and, later, a broken file).
-    modelsDir = path.join(dir, "models");
-    mkdirSync(modelsDir);
-    copyFileSync(await ensureTestModel("successor"), path.join(modelsDir, "successor.gguf"));
-    writeFileSync(path.join(modelsDir, "broken.gguf"), Buffer.concat([Buffer.from("GGUF"), Buffer.alloc(60, 7)]));
+    // The "models" claim holds the successor model and a broken file; the pod runner runs the
+    // Model pods only: the chart's own pods (operator, router, Redis) are run here as processes.
+    bed = await startModelTestBed(kube!, client, "chain", {
+      "successor.gguf": await ensureTestModel("successor"),
+      "broken.gguf": Buffer.concat([Buffer.from("GGUF"), Buffer.alloc(60, 7)]),
+    });
+    ({ ns, dir, runner } = bed);
     // The chart installed in the namespace: the operator and routers below run as its
     // ServiceAccounts (tokens from the TokenRequest API), so its RBAC meets the real authorizer.
     // Its own Deployments stay Pending: the pod runner only runs Model pods.
@@ -109,19 +107,6 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
         .serviceAccountName;
     operatorSA = await serviceAccountKubeConfig(kube!, ns, saOf("corral-operator"));
     routerSA = await serviceAccountKubeConfig(kube!, ns, saOf("corral-router"));
-
-    runner = await startPodRunner({
-      kubeConfig: kube!.kubeConfig,
-      namespaces: [ns],
-      // Model pods only: the chart's own pods (operator, router, Redis) are run here as processes instead.
-      labelSelector: "corral.dev/model",
-      nodeName: `node-${ns}`,
-      claimDir: path.join(kube!.dir, "pod-addresses"),
-      volumes: { claims: { models: modelsDir } },
-      commands: { corral: [process.execPath, CLI] },
-      backoffBaseSeconds: 1,
-      maxProbePeriodSeconds: 1,
-    });
 
     const operatorArgs = (i: number, port: number) => [
       "operator",
@@ -166,9 +151,7 @@ describe.skipIf(!kube || !findKubectl().kubectl)("Corral on a real control plane
     if (figures.length) console.log(`\n| chain scenario | measured |\n|---|---|\n${figures.map(([a, b]) => `| ${a} | ${b} |`).join("\n")}\n`);
     await Promise.all([stop(router), stop(routerB)]);
     await Promise.all(operators.map((p) => stop(p)));
-    await runner?.close();
-    await client?.delete(RESOURCES.namespaces, undefined, ns).catch(() => undefined);
-    if (dir && !process.env.KEEP_CHAIN) rmSync(dir, { recursive: true, force: true });
+    await bed?.close();
   }, 60_000);
 
   it("a Model applied becomes a Deployment, a ReplicaSet and a running pod; kubectl get models shows it Ready", async () => {
